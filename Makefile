@@ -12,7 +12,7 @@ TEST_TIMEOUT  ?= 20m
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/whoami
 
 test:
 	$(GO) vet ./...
@@ -50,7 +50,7 @@ lint:
 	$(GO) vet ./...
 
 quickstart: build
-	$(BIN)/nhid-quickstart
+	BIN=$(BIN) scripts/quickstart.sh
 
 clean:
 	rm -rf $(BIN) $(TOOLS)
