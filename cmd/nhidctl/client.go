@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// callTimeout bounds one admin RPC, so a wedged server does not hang a
+// script forever.
+const callTimeout = 30 * time.Second
+
+// maxRecvMsgSize lets a page of large entries through: the default 4 MiB
+// would fail on a few hundred entries near their size limits.
+const maxRecvMsgSize = 128 << 20
+
+// admin is a connection to nhid-server's admin socket.
+type admin struct {
+	socket string
+	conn   *grpc.ClientConn
+}
+
+// adminSocket is --socket if given, else $NHID_ADMIN_SOCKET, else the
+// default path.
+func (g *globals) adminSocket(cmd *cobra.Command) string {
+	if cmd.Root().PersistentFlags().Changed("socket") {
+		return g.socket
+	}
+	if env := os.Getenv(envAdminSocket); env != "" {
+		return env
+	}
+	return g.socket
+}
+
+// dial connects to the admin socket. The connection is made lazily by
+// gRPC, so a missing socket is reported here, where the message can say
+// what to do.
+func (g *globals) dial(cmd *cobra.Command) (*admin, error) {
+	path := g.adminSocket(cmd)
+	if path == "" {
+		return nil, usagef("--socket is empty")
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, unreachable(path)
+	}
+	conn, err := grpc.NewClient("unix://"+path,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nhid-server at %s: %w", path, err)
+	}
+	return &admin{socket: path, conn: conn}, nil
+}
+
+func (a *admin) Close() { _ = a.conn.Close() }
+
+func unreachable(path string) error {
+	return fmt.Errorf("cannot reach nhid-server at %s: is it running? set --socket or %s", path, envAdminSocket)
+}
+
+// call runs one RPC with a timeout and turns its error into one an
+// operator can act on.
+func call[Req, Resp any](cmd *cobra.Command, a *admin, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
+	defer cancel()
+	resp, err := fn(ctx, req)
+	if err != nil {
+		return resp, a.explain(err)
+	}
+	return resp, nil
+}
+
+// explain strips gRPC's framing from an admin API error: the server's
+// messages already say what was wrong.
+func (a *admin) explain(err error) error {
+	st, ok := grpcStatus(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return unreachable(a.socket)
+	case codes.DeadlineExceeded:
+		return fmt.Errorf("nhid-server at %s did not answer within %v", a.socket, callTimeout)
+	case codes.Canceled:
+		return errors.New("cancelled")
+	}
+	return errors.New(st.Message())
+}
+
+// grpcStatus finds the status in err without the text wrappers added, so
+// that only the server's own message is shown.
+func grpcStatus(err error) (*status.Status, bool) {
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		if st := gs.GRPCStatus(); st != nil {
+			return st, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,130 @@
+package adminapi
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
+	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
+)
+
+// selfSignedCA makes a CA certificate for the trust domain.
+func selfSignedCA(t *testing.T) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(42),
+		Subject:               pkix.Name{Organization: []string{"nhid test"}},
+		URIs:                  []*url.URL{{Scheme: "spiffe", Host: "example.org"}},
+		NotBefore:             testNow.Add(-time.Hour),
+		NotAfter:              testNow.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+func jwtKey(t *testing.T) ([]byte, *ecdsa.PublicKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, &key.PublicKey
+}
+
+func TestGetBundle_BeforeTheCAExistsIsNotFound(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	_, err := h.bundle.GetBundle(testCtx(t), &adminv1.GetBundleRequest{})
+	requireCode(t, err, codes.NotFound, "example.org")
+}
+
+func TestGetBundle_ReturnsPEMAndJWKS(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ca := selfSignedCA(t)
+	jwtDER, jwtPub := jwtKey(t)
+	stored, err := h.store.UpdateBundle(testCtx(t), td.Name(), func(b *typesv1.Bundle) error {
+		b.X509Authorities = []*typesv1.X509Authority{{Asn1: ca.Raw}}
+		b.JwtAuthorities = []*typesv1.JWTAuthority{{KeyId: "kid-1", PublicKey: jwtDER, ExpiresAt: testNow.Add(time.Hour).Unix()}}
+		b.RefreshHint = 300
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateBundle: %v", err)
+	}
+	resp, err := h.bundle.GetBundle(testCtx(t), &adminv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatalf("GetBundle: %v", err)
+	}
+	if diff := cmp.Diff(stored, resp.GetBundle(), protocmp.Transform()); diff != "" {
+		t.Errorf("bundle (-stored +got):\n%s", diff)
+	}
+	block, rest := pem.Decode([]byte(resp.GetPem()))
+	if block == nil || block.Type != "CERTIFICATE" || string(block.Bytes) != string(ca.Raw) || strings.TrimSpace(string(rest)) != "" {
+		t.Errorf("pem = %q, want exactly the CA certificate", resp.GetPem())
+	}
+	parsed, err := spiffebundle.Parse(td, []byte(resp.GetJwks()))
+	if err != nil {
+		t.Fatalf("parse jwks %s: %v", resp.GetJwks(), err)
+	}
+	if auths := parsed.X509Authorities(); len(auths) != 1 || !auths[0].Equal(ca) {
+		t.Errorf("jwks X.509 authorities = %v, want the CA", auths)
+	}
+	key, ok := parsed.FindJWTAuthority("kid-1")
+	if !ok || !jwtPub.Equal(key) {
+		t.Errorf("jwks JWT authority kid-1 = %v (%v), want the seeded key", key, ok)
+	}
+	if seq, ok := parsed.SequenceNumber(); !ok || seq != stored.GetSequenceNumber() {
+		t.Errorf("jwks sequence number = %d (%v), want %d", seq, ok, stored.GetSequenceNumber())
+	}
+	if hint, ok := parsed.RefreshHint(); !ok || hint != 300*time.Second {
+		t.Errorf("jwks refresh hint = %v (%v), want 5m", hint, ok)
+	}
+}
+
+func TestGetBundle_CorruptStoredAuthorityIsInternalAndLogged(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	_, err := h.store.UpdateBundle(context.Background(), td.Name(), func(b *typesv1.Bundle) error {
+		b.X509Authorities = []*typesv1.X509Authority{{Asn1: []byte("not DER")}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.bundle.GetBundle(testCtx(t), &adminv1.GetBundleRequest{})
+	requireCode(t, err, codes.Internal, msgInternal)
+	if logs := h.logs.String(); !strings.Contains(logs, "x509_authorities[0]") {
+		t.Errorf("corruption not logged:\n%s", logs)
+	}
+}

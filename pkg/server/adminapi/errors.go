@@ -1,0 +1,79 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nhid/nhid/pkg/peercred"
+	"github.com/nhid/nhid/pkg/store"
+	"github.com/nhid/nhid/pkg/telemetry"
+)
+
+// msgConflict tells the operator how to recover from a lost update race.
+const msgConflict = "entry changed since it was read: re-read and retry"
+
+// msgInternal is all a caller learns about a failure that is the server's
+// problem; the details go to the server log.
+const msgInternal = "internal error; details are in the nhid-server log"
+
+// invalidArgument is the answer to a request that breaks a rule; err names
+// the field.
+func invalidArgument(err error) error {
+	return status.Error(codes.InvalidArgument, err.Error())
+}
+
+// storeError turns a store failure into the status the caller gets. The
+// store's own messages for the sentinels name the record and are safe to
+// show; anything else is logged here and hidden.
+func (s *Service) storeError(ctx context.Context, err error) error {
+	return status.Error(s.storeCode(ctx, err))
+}
+
+func (s *Service) storeCode(ctx context.Context, err error) (codes.Code, string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return codes.NotFound, err.Error()
+	case errors.Is(err, store.ErrAlreadyExists):
+		return codes.AlreadyExists, err.Error()
+	case errors.Is(err, store.ErrConflict):
+		return codes.Aborted, msgConflict
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled, "request cancelled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded, "request deadline exceeded"
+	case errors.Is(err, store.ErrClosed):
+		return codes.Unavailable, "nhid-server is shutting down; retry once it is back"
+	}
+	s.log.ErrorContext(ctx, "admin api store failure",
+		telemetry.Method, methodName(ctx), telemetry.Error, err.Error())
+	return codes.Internal, msgInternal
+}
+
+// internal logs err and returns the generic Internal status.
+func (s *Service) internal(ctx context.Context, what string, err error) error {
+	s.log.ErrorContext(ctx, "admin api failure: "+what,
+		telemetry.Method, methodName(ctx), telemetry.Error, err.Error())
+	return status.Error(codes.Internal, msgInternal)
+}
+
+// audit records one successful change. Only identifiers are logged: never
+// a token secret.
+func (s *Service) audit(ctx context.Context, attrs ...slog.Attr) {
+	base := []slog.Attr{slog.String(telemetry.Method, methodName(ctx))}
+	if p, ok := peercred.FromContext(ctx); ok {
+		base = append(base, slog.Uint64(telemetry.UID, uint64(p.UID())), slog.Int(telemetry.PID, int(p.PID())))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "admin change", append(base, attrs...)...)
+}
+
+func methodName(ctx context.Context) string {
+	if m, ok := grpc.Method(ctx); ok {
+		return m
+	}
+	return "unknown"
+}
