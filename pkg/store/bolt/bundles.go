@@ -1,0 +1,90 @@
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	bbolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nhid/nhid/pkg/store"
+	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
+)
+
+// GetBundle returns the bundle of trustDomain; ErrNotFound before the first
+// UpdateBundle.
+func (s *Store) GetBundle(ctx context.Context, trustDomain string) (*typesv1.Bundle, error) {
+	var out *typesv1.Bundle
+	err := s.view(ctx, "get bundle", func(tx *bbolt.Tx) error {
+		var err error
+		out, err = loadBundle(tx.Bucket(bucketBundles), trustDomain)
+		if err == nil && out == nil {
+			err = fmt.Errorf("bundle of %q: %w", trustDomain, store.ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UpdateBundle applies fn to the stored bundle (or an empty one) in one
+// transaction and stores it with the next sequence number and revision.
+func (s *Store) UpdateBundle(ctx context.Context, trustDomain string, fn func(*typesv1.Bundle) error) (*typesv1.Bundle, error) {
+	if trustDomain == "" {
+		return nil, errors.New("update bundle: trust_domain is empty")
+	}
+	if fn == nil {
+		return nil, errors.New("update bundle: fn is nil")
+	}
+	var out *typesv1.Bundle
+	err := s.update(ctx, "update bundle", func(w *writeTx) error {
+		b := w.bucket(bucketBundles)
+		prev, err := loadBundle(b, trustDomain)
+		if err != nil {
+			return err
+		}
+		if prev == nil {
+			prev = &typesv1.Bundle{TrustDomain: trustDomain}
+		}
+		next := proto.Clone(prev).(*typesv1.Bundle)
+		if err := fn(next); err != nil {
+			return err
+		}
+		if next.TrustDomain != trustDomain {
+			return fmt.Errorf("bundle of %q: update changed trust_domain to %q", trustDomain, next.TrustDomain)
+		}
+		// The sequence number is the store's, so concurrent updaters cannot
+		// both publish the same number.
+		next.SequenceNumber = prev.SequenceNumber + 1
+		v, err := marshal(next)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(trustDomain), v); err != nil {
+			return fmt.Errorf("put bundle of %q: %w", trustDomain, err)
+		}
+		w.emit(store.Event{Revision: w.nextRevision(), Kind: store.EventBundle, Bundle: proto.Clone(next).(*typesv1.Bundle)})
+		out = proto.Clone(next).(*typesv1.Bundle)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// loadBundle reads a bundle, returning nil if absent.
+func loadBundle(b *bbolt.Bucket, trustDomain string) (*typesv1.Bundle, error) {
+	v := b.Get([]byte(trustDomain))
+	if v == nil {
+		return nil, nil
+	}
+	out := &typesv1.Bundle{}
+	if err := unmarshal(v, out); err != nil {
+		return nil, fmt.Errorf("bundle of %q: %w", trustDomain, err)
+	}
+	return out, nil
+}
