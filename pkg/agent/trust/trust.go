@@ -1,0 +1,130 @@
+// Package trust owns the agent's view of its trust domain's bundle: turning
+// the bundle the server sends into go-spiffe's type after checking it, the
+// bundle.pem file the agent keeps it in between runs, and a Source whose
+// content can change under live TLS configurations as the CA rotates.
+package trust
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/nhid/nhid/pkg/agent/atomicfile"
+	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
+)
+
+// FromProto checks a bundle received from the server and converts it. It
+// must be td's bundle and hold at least one X.509 authority; every
+// authority must parse. Errors name the field at fault.
+func FromProto(td spiffeid.TrustDomain, b *typesv1.Bundle) (*spiffebundle.Bundle, error) {
+	if b == nil {
+		return nil, errors.New("bundle: missing")
+	}
+	if b.GetTrustDomain() != td.Name() {
+		return nil, fmt.Errorf("bundle.trust_domain: %q is not the agent's trust domain %q", b.GetTrustDomain(), td.Name())
+	}
+	if len(b.GetX509Authorities()) == 0 {
+		return nil, errors.New("bundle.x509_authorities: must not be empty")
+	}
+	out := spiffebundle.New(td)
+	for i, a := range b.GetX509Authorities() {
+		cert, err := x509.ParseCertificate(a.GetAsn1())
+		if err != nil {
+			return nil, fmt.Errorf("bundle.x509_authorities[%d]: %w", i, err)
+		}
+		out.AddX509Authority(cert)
+	}
+	for i, a := range b.GetJwtAuthorities() {
+		if a.GetKeyId() == "" {
+			return nil, fmt.Errorf("bundle.jwt_authorities[%d].key_id: must not be empty", i)
+		}
+		pub, err := x509.ParsePKIXPublicKey(a.GetPublicKey())
+		if err != nil {
+			return nil, fmt.Errorf("bundle.jwt_authorities[%d].public_key: %w", i, err)
+		}
+		if err := out.AddJWTAuthority(a.GetKeyId(), pub); err != nil {
+			return nil, fmt.Errorf("bundle.jwt_authorities[%d]: %w", i, err)
+		}
+	}
+	if h := b.GetRefreshHint(); h > 0 {
+		out.SetRefreshHint(time.Duration(h) * time.Second)
+	}
+	if b.GetSequenceNumber() > 0 {
+		out.SetSequenceNumber(b.GetSequenceNumber())
+	}
+	return out, nil
+}
+
+// ReadPEM reads X.509 authorities for td from a PEM file of certificates,
+// the format of --trust-bundle and of the bundle.pem the agent keeps.
+func ReadPEM(td spiffeid.TrustDomain, path string) (*x509bundle.Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read trust bundle: %w", err)
+	}
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("trust bundle %s: PEM block %d is %q, want CERTIFICATE", path, len(certs)+1, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("trust bundle %s: certificate %d: %w", path, len(certs)+1, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("trust bundle %s: no PEM certificate found", path)
+	}
+	return x509bundle.FromX509Authorities(td, certs), nil
+}
+
+// WritePEM stores the X.509 authorities of b at path (0644: a bundle is
+// public), replacing the file atomically.
+func WritePEM(path string, b x509bundle.Source, td spiffeid.TrustDomain) error {
+	xb, err := b.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return fmt.Errorf("write trust bundle %s: %w", path, err)
+	}
+	var out []byte
+	for _, c := range xb.X509Authorities() {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return atomicfile.Write(path, out, 0o644)
+}
+
+// Source is an x509bundle.Source whose bundle can be replaced while TLS
+// configurations built on it are in use. The zero value has no bundle.
+type Source struct {
+	b atomic.Pointer[spiffebundle.Bundle]
+}
+
+var _ x509bundle.Source = (*Source)(nil)
+
+// Set makes b the current bundle. b must not be modified afterwards.
+func (s *Source) Set(b *spiffebundle.Bundle) { s.b.Store(b) }
+
+// Get returns the current bundle, or nil.
+func (s *Source) Get() *spiffebundle.Bundle { return s.b.Load() }
+
+// GetX509BundleForTrustDomain implements x509bundle.Source.
+func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b := s.b.Load()
+	if b == nil {
+		return nil, fmt.Errorf("no trust bundle for %q yet", td.Name())
+	}
+	return b.GetX509BundleForTrustDomain(td)
+}

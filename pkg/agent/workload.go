@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/nhid/nhid/pkg/peercred"
+	"github.com/nhid/nhid/pkg/telemetry"
+	"github.com/nhid/nhid/pkg/workloadapi"
+)
+
+// workloadServer is the Workload API being served.
+type workloadServer struct {
+	srv  *grpc.Server
+	done chan struct{}
+}
+
+// startWorkloadAPI serves the SPIFFE Workload API on the agent socket:
+// callers identified by the kernel, attested by the workload attestor,
+// every call checked for the security header, counted and logged.
+func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
+	h, err := workloadapi.New(workloadapi.Config{
+		Manager:  a.manager,
+		Attestor: a.cfg.WorkloadAttestor,
+		Log:      a.log,
+		Metrics:  a.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workload API: %w", err)
+	}
+	lis, err := peercred.ListenConfig{Log: a.log}.Listen(a.cfg.SocketPath)
+	if err != nil {
+		return nil, fmt.Errorf("workload API: %w", err)
+	}
+	srv := newWorkloadGRPCServer(a.reg)
+	h.Register(srv)
+	ws := &workloadServer{srv: srv, done: make(chan struct{})}
+	go func() {
+		defer close(ws.done)
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			a.log.Error("workload API server failed", telemetry.Error, err)
+		}
+	}()
+	a.serving.Store(true)
+	return ws, nil
+}
+
+// newWorkloadGRPCServer builds the Workload API's gRPC server. It has no
+// logging interceptor: the handler logs every request once, with the
+// caller's pid, uid and gid, and a second line per request (one per
+// closed stream, the common case) would only double the volume.
+func newWorkloadGRPCServer(reg prometheus.Registerer) *grpc.Server {
+	secUnary, secStream := workloadapi.SecurityHeaderInterceptors()
+	gm := telemetry.NewGRPCMetrics(reg, "agent")
+	return grpc.NewServer(
+		grpc.Creds(peercred.TransportCredentials()),
+		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), secUnary),
+		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), secStream),
+	)
+}
+
+// stopWorkloadAPI ends every subscription, so that open streams finish
+// (clients reconnect), waits for calls in flight up to shutdownTimeout,
+// and removes the socket.
+func (a *Agent) stopWorkloadAPI(ws *workloadServer) {
+	a.serving.Store(false)
+	a.manager.CloseSubscriptions()
+	stopped := make(chan struct{})
+	go func() {
+		ws.srv.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(shutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		a.log.Warn("Workload API calls still running after the shutdown timeout; ending them")
+		ws.srv.Stop()
+		<-stopped
+	}
+	<-ws.done
+	if err := os.Remove(a.cfg.SocketPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn("removing the Workload API socket failed", telemetry.Path, a.cfg.SocketPath, telemetry.Error, err)
+	}
+}
