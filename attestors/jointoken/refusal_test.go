@@ -18,6 +18,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 		present    func(t *testing.T, f *fixture) (payload string, tok Token)
 		wantErr    error
 		wantReason string
+		wantUses   int32 // UseJoinToken calls: none where reading the token refuses it
 	}{
 		{
 			name: "unknown",
@@ -25,7 +26,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 				tok := generate(t)
 				return tok.String(), tok
 			},
-			wantErr: errUnknown, wantReason: "attestation failed: join token unknown",
+			wantErr: errUnknown, wantReason: "attestation failed: join token unknown", wantUses: 0,
 		},
 		{
 			name: "already used",
@@ -36,7 +37,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 				}
 				return tok.String(), tok
 			},
-			wantErr: errUsed, wantReason: "attestation failed: join token already used",
+			wantErr: errUsed, wantReason: "attestation failed: join token already used", wantUses: 2,
 		},
 		{
 			name: "expired",
@@ -45,7 +46,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 				f.clock.Add(tokenTTL + time.Second)
 				return tok.String(), tok
 			},
-			wantErr: errExpired, wantReason: "attestation failed: join token expired",
+			wantErr: errExpired, wantReason: "attestation failed: join token expired", wantUses: 1,
 		},
 		{
 			name: "wrong secret",
@@ -53,24 +54,25 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 				tok := f.createToken(t, "")
 				return Token{ID: tok.ID, Secret: generate(t).Secret}.String(), tok
 			},
-			wantErr: errInvalid, wantReason: "attestation failed: join token invalid",
+			wantErr: errInvalid, wantReason: "attestation failed: join token invalid", wantUses: 1,
 		},
 	}
-	for _, kind := range storeKinds {
-		for _, tt := range tests {
-			t.Run(kind.name+"/"+tt.name, func(t *testing.T) {
-				f := newFixture(t, kind.getter)
-				payload, tok := tt.present(t, f)
-				_, err := f.attest(payload)
-				if !errors.Is(err, attestor.ErrAttestationFailed) || !errors.Is(err, tt.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tt.wantErr)
-				}
-				if err.Error() != tt.wantReason {
-					t.Errorf("err = %q, want %q", err, tt.wantReason)
-				}
-				checkRefusalLogged(t, f.logs.String(), tok, payload)
-			})
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			payload, tok := tt.present(t, f)
+			_, err := f.attest(payload)
+			if !errors.Is(err, attestor.ErrAttestationFailed) || !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err.Error() != tt.wantReason {
+				t.Errorf("err = %q, want %q", err, tt.wantReason)
+			}
+			if uses := f.uses.Load(); uses != tt.wantUses {
+				t.Errorf("UseJoinToken called %d times, want %d", uses, tt.wantUses)
+			}
+			checkRefusalLogged(t, f.logs.String(), tok, payload)
+		})
 	}
 }
 
@@ -90,18 +92,14 @@ func checkRefusalLogged(t *testing.T, logs string, tok Token, payload string) {
 }
 
 func TestVerifier_WrongSecretLeavesTokenUsable(t *testing.T) {
-	for _, kind := range storeKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			f := newFixture(t, kind.getter)
-			tok := f.createToken(t, "")
-			wrong := Token{ID: tok.ID, Secret: generate(t).Secret}
-			if _, err := f.attest(wrong.String()); !errors.Is(err, errInvalid) {
-				t.Fatalf("wrong secret: err = %v, want %v", err, errInvalid)
-			}
-			if _, err := f.attest(tok.String()); err != nil {
-				t.Fatalf("right secret after a wrong one: %v", err)
-			}
-		})
+	f := newFixture(t)
+	tok := f.createToken(t, "")
+	wrong := Token{ID: tok.ID, Secret: generate(t).Secret}
+	if _, err := f.attest(wrong.String()); !errors.Is(err, errInvalid) {
+		t.Fatalf("wrong secret: err = %v, want %v", err, errInvalid)
+	}
+	if _, err := f.attest(tok.String()); err != nil {
+		t.Fatalf("right secret after a wrong one: %v", err)
 	}
 }
 
@@ -114,7 +112,7 @@ func TestVerifier_RefusesMalformedPayloads(t *testing.T) {
 		"trailing newline": good + "\n",
 		"huge":             strings.Repeat("a", 1<<20),
 	}
-	f := newFixture(t, false)
+	f := newFixture(t)
 	for name, payload := range payloads {
 		t.Run(name, func(t *testing.T) {
 			_, err := f.attest(payload)
@@ -126,29 +124,25 @@ func TestVerifier_RefusesMalformedPayloads(t *testing.T) {
 }
 
 // A stored fixed ID the verifier cannot give is a server fault, not a
-// verdict on the token: it is not reported as attestation failure, and a
-// store that can be read first leaves the token unused.
+// verdict on the token: it is not reported as attestation failure, and the
+// token is left unused.
 func TestVerifier_UnusableStoredAgentIDIsAnInternalError(t *testing.T) {
-	for _, kind := range storeKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			f := newFixture(t, kind.getter)
-			tok := f.createToken(t, "spiffe://other.org/nhid/agent/join_token/x")
-			_, err := f.attest(tok.String())
-			if err == nil || errors.Is(err, attestor.ErrAttestationFailed) {
-				t.Fatalf("err = %v, want an internal error", err)
-			}
-			if !strings.Contains(err.Error(), "not in trust domain") {
-				t.Errorf("err = %v, want it to say why", err)
-			}
-			if used := f.stored(t, tok.ID).GetUsedAt() != 0; used == kind.getter {
-				t.Errorf("token used = %v after the refusal, want %v", used, !kind.getter)
-			}
-		})
+	f := newFixture(t)
+	tok := f.createToken(t, "spiffe://other.org/nhid/agent/join_token/x")
+	_, err := f.attest(tok.String())
+	if err == nil || errors.Is(err, attestor.ErrAttestationFailed) {
+		t.Fatalf("err = %v, want an internal error", err)
+	}
+	if !strings.Contains(err.Error(), "not in trust domain") {
+		t.Errorf("err = %v, want it to say why", err)
+	}
+	if got := f.stored(t, tok.ID); got.GetUsedAt() != 0 || got.GetUsedBy() != "" {
+		t.Errorf("token used at %d by %q after the refusal, want it unused", got.GetUsedAt(), got.GetUsedBy())
 	}
 }
 
 func TestVerifier_StoreFailureIsNotAnAttestationVerdict(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t)
 	tok := f.createToken(t, "")
 	if err := f.store.Close(); err != nil {
 		t.Fatal(err)
@@ -160,7 +154,7 @@ func TestVerifier_StoreFailureIsNotAnAttestationVerdict(t *testing.T) {
 }
 
 func TestVerifier_CancelledContextLeavesTokenUnused(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t)
 	tok := f.createToken(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -173,7 +167,7 @@ func TestVerifier_CancelledContextLeavesTokenUnused(t *testing.T) {
 }
 
 func TestNewVerifier_RequiresTrustDomainAndStore(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t)
 	tests := []struct {
 		name    string
 		cfg     VerifierConfig

@@ -19,17 +19,11 @@ import (
 // TokenStore is what the verifier needs from the server store (a subset of
 // store.TokenStore).
 type TokenStore interface {
+	// GetJoinToken returns the token; ErrNotFound if absent.
+	GetJoinToken(ctx context.Context, id string) (*typesv1.JoinToken, error)
 	// UseJoinToken atomically checks and marks a token used; see
 	// store.TokenStore for its errors.
 	UseJoinToken(ctx context.Context, id string, secretHash []byte, usedBy string, now time.Time) (*typesv1.JoinToken, error)
-}
-
-// TokenGetter is optionally implemented by a TokenStore that can read one
-// token. With it the verifier learns a token's fixed agent ID before using
-// the token, so used_by records the ID the node really gets, and refuses
-// unknown ids without a write transaction.
-type TokenGetter interface {
-	GetJoinToken(ctx context.Context, id string) (*typesv1.JoinToken, error)
 }
 
 // Refusal reasons. The agent sees "attestation failed: <reason>".
@@ -58,7 +52,6 @@ type VerifierConfig struct {
 type Verifier struct {
 	td     spiffeid.TrustDomain
 	tokens TokenStore
-	getter TokenGetter // nil if the store cannot read single tokens
 	clock  clock.Clock
 	log    *slog.Logger
 }
@@ -74,11 +67,9 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	getter, _ := cfg.Tokens.(TokenGetter)
 	return &Verifier{
 		td:     cfg.TrustDomain,
 		tokens: cfg.Tokens,
-		getter: getter,
 		clock:  clock.OrReal(cfg.Clock),
 		log:    cfg.Log.With(telemetry.Attestor, Type),
 	}, nil
@@ -90,6 +81,10 @@ func (v *Verifier) Type() string { return Type }
 // Attest accepts a valid, unused, unexpired token once. The node gets the
 // token's fixed agent ID if it has one, else .../nhid/agent/join_token/<id>.
 // Join tokens have no challenge, so challenge is never called.
+//
+// The token is read before it is used: an unknown id is refused without
+// taking the store's write lock, a stored agent ID the verifier cannot give
+// leaves the token unused, and used_by records the ID the node really gets.
 func (v *Verifier) Attest(ctx context.Context, payload []byte, _ attestor.Challenger) (attestor.NodeResult, error) {
 	if err := ctx.Err(); err != nil {
 		return attestor.NodeResult{}, fmt.Errorf("join token attestation: %w", err)
@@ -100,24 +95,14 @@ func (v *Verifier) Attest(ctx context.Context, payload []byte, _ attestor.Challe
 		return attestor.NodeResult{}, errMalformed
 	}
 	log := v.log.With(telemetry.TokenID, tok.ID)
-	usedBy, err := v.expectedAgentID(ctx, tok.ID)
+	agentID, err := v.storedAgentID(ctx, tok.ID)
 	if err != nil {
 		return attestor.NodeResult{}, v.refuse(log, err)
 	}
-	used, err := v.tokens.UseJoinToken(ctx, tok.ID, tok.SecretHash(), usedBy.String(), v.clock.Now())
-	if err != nil {
+	// A stored token is never changed, only used or revoked, so the agent
+	// ID read above is the one the token gives when it is used below.
+	if _, err := v.tokens.UseJoinToken(ctx, tok.ID, tok.SecretHash(), agentID.String(), v.clock.Now()); err != nil {
 		return attestor.NodeResult{}, v.refuse(log, err)
-	}
-	agentID, err := v.agentIDOf(used)
-	if err != nil {
-		log.Error("join token used but its agent id is unusable", telemetry.Error, err)
-		return attestor.NodeResult{}, err
-	}
-	if agentID != usedBy {
-		// Only without a TokenGetter: the fixed ID was learnt too late
-		// for used_by, which holds the token's default agent ID instead.
-		log.Info("join token has a fixed agent id; used_by records its default id",
-			telemetry.SPIFFEID, agentID.String(), "used_by", usedBy.String())
 	}
 	log.Info("join token attested", telemetry.SPIFFEID, agentID.String())
 	return attestor.NodeResult{AgentID: agentID, CanReattest: false}, nil
@@ -132,14 +117,10 @@ func parsePayload(payload []byte) (Token, error) {
 	return Parse(string(payload))
 }
 
-// expectedAgentID is the ID the node will get, as far as can be known
-// before the token is used: its fixed ID if the store can tell, else the
-// default ID for the token.
-func (v *Verifier) expectedAgentID(ctx context.Context, id string) (spiffeid.ID, error) {
-	if v.getter == nil {
-		return v.defaultAgentID(id)
-	}
-	t, err := v.getter.GetJoinToken(ctx, id)
+// storedAgentID reads the token and returns the ID the node will get: the
+// token's fixed agent ID if it has one, else the default ID for the token.
+func (v *Verifier) storedAgentID(ctx context.Context, id string) (spiffeid.ID, error) {
+	t, err := v.tokens.GetJoinToken(ctx, id)
 	if err != nil {
 		return spiffeid.ID{}, err
 	}

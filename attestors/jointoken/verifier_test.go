@@ -3,10 +3,10 @@ package jointoken
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,7 +14,6 @@ import (
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/attestor/attestortest"
 	"github.com/nhid/nhid/pkg/clock"
-	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/store/bolt"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -27,30 +26,16 @@ var (
 
 const tokenTTL = 10 * time.Minute
 
-// getterStore gives the real bolt store a GetJoinToken, built on its own
-// ListJoinTokens, to exercise the verifier's TokenGetter path.
-type getterStore struct{ *bolt.Store }
-
-func (s getterStore) GetJoinToken(ctx context.Context, id string) (*typesv1.JoinToken, error) {
-	tokens, err := s.ListJoinTokens(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range tokens {
-		if t.GetId() == id {
-			return t, nil
-		}
-	}
-	return nil, fmt.Errorf("join token %q: %w", id, store.ErrNotFound)
+// countingStore is the real bolt store, counting token uses so tests can
+// check a refusal took no write transaction.
+type countingStore struct {
+	*bolt.Store
+	uses atomic.Int32
 }
 
-// storeKinds are the two ways the verifier can see the store.
-var storeKinds = []struct {
-	name   string
-	getter bool
-}{
-	{"UseOnly", false},
-	{"WithGetter", true},
+func (c *countingStore) UseJoinToken(ctx context.Context, id string, secretHash []byte, usedBy string, now time.Time) (*typesv1.JoinToken, error) {
+	c.uses.Add(1)
+	return c.Store.UseJoinToken(ctx, id, secretHash, usedBy, now)
 }
 
 type syncBuffer struct {
@@ -72,23 +57,21 @@ func (b *syncBuffer) String() string {
 
 type fixture struct {
 	store *bolt.Store
+	uses  *atomic.Int32 // UseJoinToken calls the verifier made
 	clock *clock.Fake
 	v     *Verifier
 	logs  *syncBuffer
 }
 
-func newFixture(t *testing.T, getter bool) *fixture {
+func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "server.db"), bolt.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	f := &fixture{store: st, clock: clock.NewFake(testNow), logs: &syncBuffer{}}
-	var tokens TokenStore = st
-	if getter {
-		tokens = getterStore{st}
-	}
+	tokens := &countingStore{Store: st}
+	f := &fixture{store: st, uses: &tokens.uses, clock: clock.NewFake(testNow), logs: &syncBuffer{}}
 	f.v, err = NewVerifier(VerifierConfig{
 		TrustDomain: testTD, Tokens: tokens, Clock: f.clock,
 		Log: slog.New(slog.NewTextHandler(f.logs, nil)),
@@ -124,48 +107,50 @@ func (f *fixture) attest(payload string) (attestor.NodeResult, error) {
 
 func (f *fixture) stored(t *testing.T, id string) *typesv1.JoinToken {
 	t.Helper()
-	tokens, err := f.store.ListJoinTokens(context.Background())
+	tok, err := f.store.GetJoinToken(context.Background(), id)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("GetJoinToken(%s): %v", id, err)
 	}
-	for _, tok := range tokens {
-		if tok.GetId() == id {
-			return tok
-		}
-	}
-	t.Fatalf("token %s not in store", id)
-	return nil
+	return tok
 }
 
 func TestVerifier_Conformance(t *testing.T) {
-	for _, kind := range storeKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			f := newFixture(t, kind.getter)
-			attestortest.NodeCase{
-				Verifier:    f.v,
-				TrustDomain: testTD,
-				NewEvidence: func(t *testing.T) attestor.NodeEvidence {
-					ev, err := NewEvidence(f.createToken(t, "").String())
-					if err != nil {
-						t.Fatal(err)
-					}
-					return ev
-				},
-			}.Run(t)
-		})
-	}
+	f := newFixture(t)
+	attestortest.NodeCase{
+		Verifier:    f.v,
+		TrustDomain: testTD,
+		NewEvidence: func(t *testing.T) attestor.NodeEvidence {
+			ev, err := NewEvidence(f.createToken(t, "").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ev
+		},
+	}.Run(t)
 }
 
-func TestVerifier_DefaultAgentIDIsRecorded(t *testing.T) {
-	for _, kind := range storeKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			f := newFixture(t, kind.getter)
-			tok := f.createToken(t, "")
+// used_by always names the ID the node gets: the token's default agent ID,
+// or the fixed one the token was created with.
+func TestVerifier_UsedByRecordsTheAgentIDGiven(t *testing.T) {
+	tests := []struct {
+		name  string
+		fixed string // "" = the token has no fixed agent ID
+	}{
+		{"default agent ID", ""},
+		{"fixed agent ID", "spiffe://example.org/nhid/agent/join_token/db-node-7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			tok := f.createToken(t, tt.fixed)
 			res, err := f.attest(tok.String())
 			if err != nil {
 				t.Fatalf("Attest: %v", err)
 			}
-			want := "spiffe://example.org/nhid/agent/join_token/" + tok.ID
+			want := tt.fixed
+			if want == "" {
+				want = "spiffe://example.org/nhid/agent/join_token/" + tok.ID
+			}
 			got := f.stored(t, tok.ID)
 			if diff := cmp.Diff(
 				[]any{want, false, want, testNow.Unix()},
@@ -175,32 +160,6 @@ func TestVerifier_DefaultAgentIDIsRecorded(t *testing.T) {
 			}
 			if len(res.Selectors) != 0 {
 				t.Errorf("selectors = %v, want none", res.Selectors)
-			}
-		})
-	}
-}
-
-func TestVerifier_FixedAgentIDIsGiven(t *testing.T) {
-	const fixed = "spiffe://example.org/nhid/agent/join_token/db-node-7"
-	for _, kind := range storeKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			f := newFixture(t, kind.getter)
-			tok := f.createToken(t, fixed)
-			res, err := f.attest(tok.String())
-			if err != nil {
-				t.Fatalf("Attest: %v", err)
-			}
-			if got := res.AgentID.String(); got != fixed {
-				t.Errorf("AgentID = %s, want the fixed %s", got, fixed)
-			}
-			// Only a store that can read the token first lets used_by name
-			// the fixed ID; otherwise it holds the token's default ID.
-			wantUsedBy := "spiffe://example.org/nhid/agent/join_token/" + tok.ID
-			if kind.getter {
-				wantUsedBy = fixed
-			}
-			if got := f.stored(t, tok.ID).GetUsedBy(); got != wantUsedBy {
-				t.Errorf("used_by = %s, want %s", got, wantUsedBy)
 			}
 		})
 	}

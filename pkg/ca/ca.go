@@ -164,7 +164,7 @@ func (c *CA) logReady() {
 	c.log.Info("CA ready",
 		telemetry.Serial, v.x509.cert.SerialNumber.Text(16),
 		telemetry.ExpiresAt, v.x509.notAfter.UTC().Format(time.RFC3339),
-		logKeyID, v.jwt.kid,
+		telemetry.KeyID, v.jwt.kid,
 		telemetry.Count, len(v.x509Authorities),
 		telemetry.Path, c.cfg.Dir)
 }

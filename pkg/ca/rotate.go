@@ -9,9 +9,6 @@ import (
 	"github.com/nhid/nhid/pkg/telemetry"
 )
 
-// logKeyID is the log key of a JWT key id.
-const logKeyID = "key_id"
-
 // retryDelay is how soon Run retries a failed rotation step.
 const retryDelay = 10 * time.Second
 
@@ -202,7 +199,7 @@ func (c *CA) event(kind, step string, s *slot) func() {
 	id, notAfter := s.id, s.notAfter
 	return func() {
 		c.metrics.rotations.WithLabelValues(kind, step).Inc()
-		idKey := logKeyID
+		idKey := telemetry.KeyID
 		if kind == kindX509 {
 			idKey = telemetry.Serial
 		}

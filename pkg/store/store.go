@@ -34,6 +34,9 @@ var (
 	ErrTokenInvalid = errors.New("join token invalid")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store closed")
+	// ErrInvalidArgument: a malformed argument such as a bad page token, a
+	// negative page size or revision; the message names it.
+	ErrInvalidArgument = errors.New("invalid argument")
 )
 
 // Store is everything nhid-server persists. Consumers should depend on the
@@ -67,15 +70,18 @@ type ListEntriesRequest struct {
 // revision and sets the entry's Revision to it.
 type EntryStore interface {
 	// CreateEntries stores entries in one transaction. Each entry gets an id
-	// (a random UUID unless set), CreatedAt (if zero) and the new revision.
-	// errs[i] is nil or wraps ErrAlreadyExists for entries[i]; entries that
-	// fail are skipped and the rest are committed. The returned slice holds
-	// the stored copies (nil where errs[i] != nil). A non-nil final error
-	// means nothing was written. Validation is the caller's job.
+	// (a new UUID (v7: random and time-ordered) unless set), CreatedAt (if
+	// zero) and a revision of its own: each created entry takes the next
+	// revision, in input order. errs[i] is nil or wraps ErrAlreadyExists for
+	// entries[i]; entries that fail are skipped and the rest are committed.
+	// The returned slice holds the stored copies (nil where errs[i] != nil).
+	// A non-nil final error means nothing was written. Validation is the
+	// caller's job.
 	CreateEntries(ctx context.Context, entries []*typesv1.Entry) (created []*typesv1.Entry, errs []error, err error)
 	// UpdateEntry replaces the entry with the same id. If e.Revision is not
-	// zero it must equal the stored revision (else ErrConflict). The
-	// duplicate rule of CreateEntries applies.
+	// zero it must equal the stored revision (else ErrConflict). The stored
+	// CreatedAt is kept, whatever e holds. The duplicate rule of
+	// CreateEntries applies.
 	UpdateEntry(ctx context.Context, e *typesv1.Entry) (*typesv1.Entry, error)
 	// DeleteEntry removes an entry, leaving a tombstone for EntryChangesSince.
 	DeleteEntry(ctx context.Context, id string) (*typesv1.Entry, error)
@@ -87,7 +93,8 @@ type EntryStore interface {
 	ListEntriesByParent(ctx context.Context, parentIDs []string) (entries []*typesv1.Entry, revision int64, err error)
 	// EntryChangesSince returns entries changed after rev (current state,
 	// any parent) and ids deleted after rev, with the revision they were read
-	// at. ErrCompacted if tombstones after rev were pruned.
+	// at. An id deleted and then re-created after rev is reported only in
+	// changed. ErrCompacted if tombstones after rev were pruned.
 	EntryChangesSince(ctx context.Context, rev int64) (changed []*typesv1.Entry, deleted []string, revision int64, err error)
 	// CountEntries is the number of entries.
 	CountEntries(ctx context.Context) (int, error)
@@ -120,6 +127,8 @@ type TokenStore interface {
 	// its expiry. On success the token is marked used by usedBy at now and
 	// returned; it can never be used again.
 	UseJoinToken(ctx context.Context, id string, secretHash []byte, usedBy string, now time.Time) (*typesv1.JoinToken, error)
+	// GetJoinToken returns the token (ErrNotFound if absent).
+	GetJoinToken(ctx context.Context, id string) (*typesv1.JoinToken, error)
 	ListJoinTokens(ctx context.Context) ([]*typesv1.JoinToken, error)
 	// DeleteJoinToken revokes a token; ErrNotFound if absent.
 	DeleteJoinToken(ctx context.Context, id string) error

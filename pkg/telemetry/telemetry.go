@@ -28,6 +28,9 @@ const (
 	ExpiresAt   = "expires_at"
 	Reason      = "reason"
 	Component   = "component"
+	KeyID       = "key_id"
+	Status      = "status"
+	Hint        = "hint"
 )
 
 // Namespace prefixes every nhid metric name.

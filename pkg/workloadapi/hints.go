@@ -12,8 +12,9 @@ import (
 // out keeps a client from ever choosing between two identities by the
 // same name.
 type hintSet struct {
-	seen    map[string]struct{}
-	dropped []string // "spiffe_id (hint)" of every identity left out
+	seen  map[string]struct{}
+	ids   []string // SPIFFE IDs of the identities left out
+	hints []string // hints[i] is the hint ids[i] was left out for
 }
 
 // add reports whether an identity with hint may be sent, and records it.
@@ -22,7 +23,8 @@ func (s *hintSet) add(hint, spiffeID string) bool {
 		return true
 	}
 	if _, dup := s.seen[hint]; dup {
-		s.dropped = append(s.dropped, spiffeID+" (hint "+hint+")")
+		s.ids = append(s.ids, spiffeID)
+		s.hints = append(s.hints, hint)
 		return false
 	}
 	if s.seen == nil {
@@ -32,11 +34,21 @@ func (s *hintSet) add(hint, spiffeID string) bool {
 	return true
 }
 
+// dropped lists the identities left out as SPIFFE ID, hint pairs, for a
+// onceLog to tell whether they changed since the last log line.
+func (s *hintSet) dropped() []string {
+	out := make([]string, 0, 2*len(s.ids))
+	for i, id := range s.ids {
+		out = append(out, id, s.hints[i])
+	}
+	return out
+}
+
 // logDropped warns about the identities left out, in one line.
 func (s *hintSet) logDropped(log *slog.Logger) {
-	if len(s.dropped) == 0 {
+	if len(s.ids) == 0 {
 		return
 	}
 	log.Warn("identities left out of response: their hint is already taken by an earlier identity; give registration entries distinct hints",
-		telemetry.Count, len(s.dropped), telemetry.SPIFFEID, s.dropped)
+		telemetry.Count, len(s.ids), telemetry.SPIFFEID, s.ids, telemetry.Hint, s.hints)
 }

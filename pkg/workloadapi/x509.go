@@ -90,7 +90,7 @@ func (b *x509SVIDBuilder) build(u *Update) (*workload.X509SVIDResponse, error) {
 	if b.problems.changed(errorStrings(problems)) {
 		b.log.Error("identities left out of X.509-SVID response", telemetry.Error, errors.Join(problems...))
 	}
-	if b.hints.changed(hints.dropped) {
+	if b.hints.changed(hints.dropped()) {
 		hints.logDropped(b.log)
 	}
 	if len(resp.Svids) == 0 {

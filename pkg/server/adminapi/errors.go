@@ -28,8 +28,8 @@ func invalidArgument(err error) error {
 }
 
 // storeError turns a store failure into the status the caller gets. The
-// store's own messages for the sentinels name the record and are safe to
-// show; anything else is logged here and hidden.
+// store's own messages for the sentinels name the record or the argument
+// and are safe to show; anything else is logged here and hidden.
 func (s *Service) storeError(ctx context.Context, err error) error {
 	return status.Error(s.storeCode(ctx, err))
 }
@@ -42,6 +42,8 @@ func (s *Service) storeCode(ctx context.Context, err error) (codes.Code, string)
 		return codes.AlreadyExists, err.Error()
 	case errors.Is(err, store.ErrConflict):
 		return codes.Aborted, msgConflict
+	case errors.Is(err, store.ErrInvalidArgument):
+		return codes.InvalidArgument, err.Error()
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled, "request cancelled"
 	case errors.Is(err, context.DeadlineExceeded):

@@ -134,6 +134,38 @@ func TestListEntries_BadRequestsAreInvalidArgument(t *testing.T) {
 	}
 }
 
+// A page_token the store cannot decode is the caller's mistake: the store's
+// message, naming the field, comes back as InvalidArgument, nothing changes
+// and no server failure is logged.
+func TestListEntries_MalformedPageTokenIsInvalidArgument(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.create(t, workloadEntry("a"))
+	h.create(t, workloadEntry("b"))
+	first, err := h.entries.ListEntries(testCtx(t), &adminv1.ListEntriesRequest{PageSize: 1})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("ListEntries = %v, %v; want a first page with a next_page_token", first, err)
+	}
+	tests := []struct {
+		name  string
+		token string
+	}{
+		{"not base64", "!not a token!"},
+		{"padded base64", first.GetNextPageToken() + "=="},
+		{"base64 with a stray character", "%" + first.GetNextPageToken()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.snapshot(t)
+			_, err := h.entries.ListEntries(testCtx(t), &adminv1.ListEntriesRequest{PageSize: 1, PageToken: tt.token})
+			requireCode(t, err, codes.InvalidArgument, "page_token", "malformed")
+			h.requireUnchanged(t, before)
+		})
+	}
+	if logs := h.logs.String(); contains(logs, "store failure") {
+		t.Errorf("a malformed page_token was logged as a server failure:\n%s", logs)
+	}
+}
+
 func sorted(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)

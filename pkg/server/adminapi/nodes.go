@@ -16,11 +16,9 @@ import (
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
-// Audit keys for node status changes; pkg/telemetry has none for them.
-const (
-	logStatus         = "status"
-	logPreviousStatus = "previous_status"
-)
+// logPreviousStatus is the audit key of a node's status before a change;
+// the new one is logged under telemetry.Status.
+const logPreviousStatus = "previous_status"
 
 type nodeService struct {
 	adminv1.UnimplementedNodeServiceServer
@@ -118,7 +116,7 @@ func (s *Service) setNodeStatus(ctx context.Context, id string, change func(*typ
 	s.audit(ctx,
 		slog.String(telemetry.NodeID, n.GetSpiffeId()),
 		slog.String(logPreviousStatus, before.String()),
-		slog.String(logStatus, n.GetStatus().String()),
+		slog.String(telemetry.Status, n.GetStatus().String()),
 		slog.Int64(telemetry.Revision, n.GetRevision()))
 	return n, nil
 }

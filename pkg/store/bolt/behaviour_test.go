@@ -186,12 +186,28 @@ func TestInputsAreValidatedWithTheFieldNamed(t *testing.T) {
 			_, _, _, err := s.EntryChangesSince(ctx, -1)
 			return err
 		}, "revision"},
+		{"negative node page size", func() error {
+			_, _, err := s.ListNodes(ctx, -1, "")
+			return err
+		}, "page_size"},
+		{"malformed node page token", func() error {
+			_, _, err := s.ListNodes(ctx, 1, "!")
+			return err
+		}, "page_token"},
+		{"negative prune revision", func() error { return s.PruneTombstones(ctx, -1) }, "revision"},
+		{"token use without used_by", func() error {
+			_, err := s.UseJoinToken(ctx, "t", []byte{1}, "", time.Unix(1, 0))
+			return err
+		}, "used_by"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one naming %q", err, tc.want)
+			}
+			if !errors.Is(err, store.ErrInvalidArgument) {
+				t.Errorf("error %v does not wrap ErrInvalidArgument", err)
 			}
 		})
 	}

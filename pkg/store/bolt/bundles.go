@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	bbolt "go.etcd.io/bbolt"
@@ -34,10 +33,10 @@ func (s *Store) GetBundle(ctx context.Context, trustDomain string) (*typesv1.Bun
 // transaction and stores it with the next sequence number and revision.
 func (s *Store) UpdateBundle(ctx context.Context, trustDomain string, fn func(*typesv1.Bundle) error) (*typesv1.Bundle, error) {
 	if trustDomain == "" {
-		return nil, errors.New("update bundle: trust_domain is empty")
+		return nil, fmt.Errorf("update bundle: trust_domain is empty: %w", store.ErrInvalidArgument)
 	}
 	if fn == nil {
-		return nil, errors.New("update bundle: fn is nil")
+		return nil, fmt.Errorf("update bundle: fn is nil: %w", store.ErrInvalidArgument)
 	}
 	var out *typesv1.Bundle
 	err := s.update(ctx, "update bundle", func(w *writeTx) error {
@@ -54,7 +53,7 @@ func (s *Store) UpdateBundle(ctx context.Context, trustDomain string, fn func(*t
 			return err
 		}
 		if next.TrustDomain != trustDomain {
-			return fmt.Errorf("bundle of %q: update changed trust_domain to %q", trustDomain, next.TrustDomain)
+			return fmt.Errorf("bundle of %q: update changed trust_domain to %q: %w", trustDomain, next.TrustDomain, store.ErrInvalidArgument)
 		}
 		// The sequence number is the store's, so concurrent updaters cannot
 		// both publish the same number.

@@ -15,7 +15,7 @@ import (
 // see store.EntryStore.
 func (s *Store) EntryChangesSince(ctx context.Context, rev int64) ([]*typesv1.Entry, []string, int64, error) {
 	if rev < 0 {
-		return nil, nil, 0, fmt.Errorf("entry changes since: revision %d is negative", rev)
+		return nil, nil, 0, fmt.Errorf("entry changes since: revision %d is negative: %w", rev, store.ErrInvalidArgument)
 	}
 	var changed []*typesv1.Entry
 	var deleted []string
@@ -90,7 +90,7 @@ func deletedSince(ctx context.Context, tx *bbolt.Tx, rev int64) ([]string, error
 // gone, so a caller never mistakes a pruned deletion for a live entry.
 func (s *Store) PruneTombstones(ctx context.Context, beforeRevision int64) error {
 	if beforeRevision < 0 {
-		return fmt.Errorf("prune tombstones: revision %d is negative", beforeRevision)
+		return fmt.Errorf("prune tombstones: revision %d is negative: %w", beforeRevision, store.ErrInvalidArgument)
 	}
 	return s.update(ctx, "prune tombstones", func(w *writeTx) error {
 		c := w.bucket(bucketTombstones).Cursor()

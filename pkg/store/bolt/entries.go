@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -17,7 +16,7 @@ import (
 func (s *Store) CreateEntries(ctx context.Context, entries []*typesv1.Entry) ([]*typesv1.Entry, []error, error) {
 	for i, e := range entries {
 		if e == nil {
-			return nil, nil, fmt.Errorf("create entries: entries[%d] is nil", i)
+			return nil, nil, fmt.Errorf("create entries: entries[%d] is nil: %w", i, store.ErrInvalidArgument)
 		}
 	}
 	now := s.clock.Now().Unix()
@@ -128,7 +127,7 @@ func (c conflict) err(e *typesv1.Entry) error {
 // UpdateEntry replaces the entry with e.Id; see store.EntryStore.
 func (s *Store) UpdateEntry(ctx context.Context, e *typesv1.Entry) (*typesv1.Entry, error) {
 	if e == nil {
-		return nil, errors.New("update entry: entry is nil")
+		return nil, fmt.Errorf("update entry: entry is nil: %w", store.ErrInvalidArgument)
 	}
 	var out *typesv1.Entry
 	err := s.update(ctx, "update entry", func(w *writeTx) error {

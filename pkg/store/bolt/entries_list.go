@@ -20,7 +20,7 @@ const ctxCheckEvery = 1024
 // the number of matches rather than the number of entries.
 func (s *Store) ListEntries(ctx context.Context, req store.ListEntriesRequest) ([]*typesv1.Entry, string, error) {
 	if req.PageSize < 0 {
-		return nil, "", fmt.Errorf("list entries: page_size %d is negative", req.PageSize)
+		return nil, "", fmt.Errorf("list entries: page_size %d is negative: %w", req.PageSize, store.ErrInvalidArgument)
 	}
 	after, err := decodePageToken(req.PageToken)
 	if err != nil {

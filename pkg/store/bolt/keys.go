@@ -5,12 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
 	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/nhid/nhid/pkg/store"
 )
 
 // Bucket names. Index keys are built from length-prefixed fields (see
@@ -122,10 +123,10 @@ func decodePageToken(token string) (string, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil {
-		return "", fmt.Errorf("page_token is malformed: %w", err)
+		return "", fmt.Errorf("page_token is malformed: %w: %w", err, store.ErrInvalidArgument)
 	}
 	if len(b) == 0 {
-		return "", errors.New("page_token is malformed: empty key")
+		return "", fmt.Errorf("page_token is malformed: empty key: %w", store.ErrInvalidArgument)
 	}
 	return string(b), nil
 }

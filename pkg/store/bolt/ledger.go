@@ -21,11 +21,11 @@ func (s *Store) RecordIssued(ctx context.Context, rows []*typesv1.IssuedSVID) er
 	for i, r := range rows {
 		switch {
 		case r == nil:
-			return fmt.Errorf("record issued: rows[%d] is nil", i)
+			return fmt.Errorf("record issued: rows[%d] is nil: %w", i, store.ErrInvalidArgument)
 		case r.Id == "":
-			return fmt.Errorf("record issued: rows[%d].id is empty", i)
+			return fmt.Errorf("record issued: rows[%d].id is empty: %w", i, store.ErrInvalidArgument)
 		case r.ExpiresAt < 0:
-			return fmt.Errorf("record issued: rows[%d].expires_at %d is negative", i, r.ExpiresAt)
+			return fmt.Errorf("record issued: rows[%d].expires_at %d is negative: %w", i, r.ExpiresAt, store.ErrInvalidArgument)
 		}
 	}
 	return s.update(ctx, "record issued", func(w *writeTx) error {

@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	bbolt "go.etcd.io/bbolt"
@@ -16,10 +15,10 @@ import (
 // its SPIFFE ID is taken.
 func (s *Store) CreateNode(ctx context.Context, n *typesv1.Node) (*typesv1.Node, error) {
 	if n == nil {
-		return nil, errors.New("create node: node is nil")
+		return nil, fmt.Errorf("create node: node is nil: %w", store.ErrInvalidArgument)
 	}
 	if n.SpiffeId == "" {
-		return nil, errors.New("create node: spiffe_id is empty")
+		return nil, fmt.Errorf("create node: spiffe_id is empty: %w", store.ErrInvalidArgument)
 	}
 	var out *typesv1.Node
 	err := s.update(ctx, "create node", func(w *writeTx) error {
@@ -43,7 +42,7 @@ func (s *Store) CreateNode(ctx context.Context, n *typesv1.Node) (*typesv1.Node,
 // in the same transaction; see store.NodeStore.
 func (s *Store) UpdateNode(ctx context.Context, spiffeID string, fn func(*typesv1.Node) error) (*typesv1.Node, error) {
 	if fn == nil {
-		return nil, errors.New("update node: fn is nil")
+		return nil, fmt.Errorf("update node: fn is nil: %w", store.ErrInvalidArgument)
 	}
 	var out *typesv1.Node
 	err := s.update(ctx, "update node", func(w *writeTx) error {
@@ -56,7 +55,7 @@ func (s *Store) UpdateNode(ctx context.Context, spiffeID string, fn func(*typesv
 			return err
 		}
 		if next.SpiffeId != spiffeID {
-			return fmt.Errorf("node %q: update changed spiffe_id to %q", spiffeID, next.SpiffeId)
+			return fmt.Errorf("node %q: update changed spiffe_id to %q: %w", spiffeID, next.SpiffeId, store.ErrInvalidArgument)
 		}
 		if err := w.putNode(next, prev); err != nil {
 			return err
@@ -120,7 +119,7 @@ func (s *Store) GetNode(ctx context.Context, spiffeID string) (*typesv1.Node, er
 // ListNodes pages through nodes ordered by SPIFFE ID; pageSize 0 means all.
 func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*typesv1.Node, string, error) {
 	if pageSize < 0 {
-		return nil, "", fmt.Errorf("list nodes: page_size %d is negative", pageSize)
+		return nil, "", fmt.Errorf("list nodes: page_size %d is negative: %w", pageSize, store.ErrInvalidArgument)
 	}
 	after, err := decodePageToken(pageToken)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"time"
 
@@ -35,13 +34,13 @@ func (s *Store) CreateJoinToken(ctx context.Context, t *typesv1.JoinToken) error
 func checkJoinToken(t *typesv1.JoinToken) error {
 	switch {
 	case t == nil:
-		return errors.New("join token is nil")
+		return fmt.Errorf("join token is nil: %w", store.ErrInvalidArgument)
 	case t.Id == "":
-		return errors.New("id is empty")
+		return fmt.Errorf("id is empty: %w", store.ErrInvalidArgument)
 	case len(t.SecretHash) == 0:
-		return fmt.Errorf("join token %q: secret_hash is empty", t.Id)
+		return fmt.Errorf("join token %q: secret_hash is empty: %w", t.Id, store.ErrInvalidArgument)
 	case t.ExpiresAt <= 0:
-		return fmt.Errorf("join token %q: expires_at %d is not a positive unix time", t.Id, t.ExpiresAt)
+		return fmt.Errorf("join token %q: expires_at %d is not a positive unix time: %w", t.Id, t.ExpiresAt, store.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -63,10 +62,10 @@ func (s *Store) UseJoinToken(ctx context.Context, id string, secretHash []byte, 
 	// used_at 0 means unused, so a use must be stamped with a real time or
 	// the token could be used again.
 	if now.Unix() <= 0 {
-		return nil, fmt.Errorf("use join token %q: now %v is not a valid time", id, now)
+		return nil, fmt.Errorf("use join token %q: now %v is not a valid time: %w", id, now, store.ErrInvalidArgument)
 	}
 	if usedBy == "" {
-		return nil, fmt.Errorf("use join token %q: used_by is empty", id)
+		return nil, fmt.Errorf("use join token %q: used_by is empty: %w", id, store.ErrInvalidArgument)
 	}
 	var out *typesv1.JoinToken
 	err := s.update(ctx, "use join token", func(w *writeTx) error {
@@ -97,6 +96,22 @@ func (s *Store) UseJoinToken(ctx context.Context, id string, secretHash []byte, 
 	return out, nil
 }
 
+// GetJoinToken returns the token with id; ErrNotFound if absent. The
+// token is decoded afresh, so the caller owns it.
+func (s *Store) GetJoinToken(ctx context.Context, id string) (*typesv1.JoinToken, error) {
+	var out *typesv1.JoinToken
+	err := s.view(ctx, "get join token", func(tx *bbolt.Tx) error {
+		var err error
+		out, err = loadToken(tx.Bucket(bucketTokens), id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// loadToken reads a token, or fails with an error wrapping ErrNotFound.
 func loadToken(b *bbolt.Bucket, id string) (*typesv1.JoinToken, error) {
 	v := b.Get([]byte(id))
 	if v == nil {

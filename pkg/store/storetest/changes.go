@@ -16,6 +16,7 @@ var changeTests = []suiteTest{
 	{"ChangesSinceReportCurrentStateAndDeletions", testChangesSince},
 	{"ChangesSinceTheCurrentRevisionAreEmpty", testChangesSinceNow},
 	{"PrunedTombstonesMakeOlderRevisionsCompacted", testChangesCompacted},
+	{"NegativeRevisionIsInvalidArgument", testChangesNegativeRevision},
 }
 
 // changesSince calls EntryChangesSince and sorts its answer by id.
@@ -123,5 +124,16 @@ func testChangesCompacted(t *testing.T, s store.Store) {
 	_, deleted, _ = changesSince(t, s, now)
 	if diff := cmp.Diff([]string{es[2].Id}, deleted, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("deleted after pruning (-want +got):\n%s", diff)
+	}
+}
+
+func testChangesNegativeRevision(t *testing.T, s store.Store) {
+	createEntries(t, s, manyEntries(2, "spiffe://example.org/agent")...)
+	before := revision(t, s)
+	_, _, _, err := s.EntryChangesSince(t.Context(), -1)
+	wantErrIs(t, err, store.ErrInvalidArgument, "EntryChangesSince(-1)")
+	wantErrIs(t, s.PruneTombstones(t.Context(), -1), store.ErrInvalidArgument, "PruneTombstones(-1)")
+	if rev := revision(t, s); rev != before {
+		t.Errorf("refused calls moved the revision from %d to %d", before, rev)
 	}
 }

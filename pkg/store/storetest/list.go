@@ -16,7 +16,8 @@ var listTests = []suiteTest{
 	{"FiltersSelectEntriesHavingAllGivenValues", testListFilters},
 	{"PagesCoverEveryEntryOnceInIDOrder", testListPagination},
 	{"PagesOfAFilteredList", testListPaginationFiltered},
-	{"MalformedPageTokenIsAnError", testListBadPageToken},
+	{"MalformedPageTokenIsInvalidArgument", testListBadPageToken},
+	{"NegativePageSizeIsInvalidArgument", testListNegativePageSize},
 	{"ByParentReturnsTheEntriesOfEveryGivenParent", testListByParent},
 	{"CountEntries", testCountEntries},
 }
@@ -145,13 +146,34 @@ func testListPaginationFiltered(t *testing.T, s store.Store) {
 
 func testListBadPageToken(t *testing.T, s store.Store) {
 	createEntries(t, s, manyEntries(3, "spiffe://example.org/agent")...)
+	createNode(t, s, newNode("spiffe://example.org/agent"))
 	for _, token := range []string{"%%%not a token%%%", "!", "\x00\xff"} {
-		if _, _, err := s.ListEntries(t.Context(), store.ListEntriesRequest{PageSize: 1, PageToken: token}); err == nil {
-			t.Errorf("ListEntries accepted page token %q", token)
-		}
-		if _, _, err := s.ListNodes(t.Context(), 1, token); err == nil {
-			t.Errorf("ListNodes accepted page token %q", token)
-		}
+		_, _, err := s.ListEntries(t.Context(), store.ListEntriesRequest{PageSize: 1, PageToken: token})
+		wantErrIs(t, err, store.ErrInvalidArgument, fmt.Sprintf("ListEntries with page token %q", token))
+		_, _, err = s.ListNodes(t.Context(), 1, token)
+		wantErrIs(t, err, store.ErrInvalidArgument, fmt.Sprintf("ListNodes with page token %q", token))
+	}
+}
+
+func testListNegativePageSize(t *testing.T, s store.Store) {
+	createEntries(t, s, manyEntries(3, "spiffe://example.org/agent")...)
+	createNode(t, s, newNode("spiffe://example.org/agent"))
+	tests := []struct {
+		name string
+		list func(pageSize int) error
+	}{
+		{"ListEntries", func(n int) error {
+			_, _, err := s.ListEntries(t.Context(), store.ListEntriesRequest{PageSize: n})
+			return err
+		}},
+		{"ListNodes", func(n int) error { _, _, err := s.ListNodes(t.Context(), n, ""); return err }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, n := range []int{-1, -1000} {
+				wantErrIs(t, tc.list(n), store.ErrInvalidArgument, fmt.Sprintf("%s with page size %d", tc.name, n))
+			}
+		})
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 var tokenTests = []suiteTest{
 	{"CreateRejectsATakenID", testCreateJoinToken},
 	{"UseJoinToken", testUseJoinToken},
+	{"GetReturnsTheStoredToken", testGetJoinToken},
+	{"GetReturnsACopy", testGetJoinTokenIsolation},
 	{"WrongSecretLeavesTheTokenUsable", testUseJoinTokenWrongSecret},
 	{"ListReturnsEveryToken", testListJoinTokens},
 	{"DeleteRevokesTheToken", testDeleteJoinToken},
@@ -111,6 +113,76 @@ func testUseJoinToken(t *testing.T, s store.Store) {
 		if used := tok.UsedAt != 0; used != (tok.Id == "tok") {
 			t.Errorf("token %q used_at = %d; only %q may be used", tok.Id, tok.UsedAt, "tok")
 		}
+	}
+}
+
+func testGetJoinToken(t *testing.T, s store.Store) {
+	fixed := newToken("fixed", 10*time.Minute)
+	fixed.SpiffeId = "spiffe://example.org/nhid/agent/fixed/a"
+	used := newToken("used", 10*time.Minute)
+	for _, tok := range []*typesv1.JoinToken{fixed, used, newToken("deleted", time.Minute)} {
+		createToken(t, s, tok)
+	}
+	usedAt := tokenEpoch.Add(time.Minute)
+	const agent = "spiffe://example.org/nhid/agent/join_token/used"
+	if _, err := s.UseJoinToken(t.Context(), "used", used.SecretHash, agent, usedAt); err != nil {
+		t.Fatalf("UseJoinToken: %v", err)
+	}
+	must(t, "DeleteJoinToken", s.DeleteJoinToken(t.Context(), "deleted"))
+	wantUsed := proto.Clone(used).(*typesv1.JoinToken)
+	wantUsed.UsedAt, wantUsed.UsedBy = usedAt.Unix(), agent
+
+	tests := []struct {
+		name    string
+		id      string
+		want    *typesv1.JoinToken
+		wantErr error
+	}{
+		{"unused token with a fixed agent ID", "fixed", fixed, nil},
+		{"used token shows its use", "used", wantUsed, nil},
+		{"unknown id is not found", "nope", nil, store.ErrNotFound},
+		{"deleted token is not found", "deleted", nil, store.ErrNotFound},
+		{"empty id is not found", "", nil, store.ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.GetJoinToken(t.Context(), tc.id)
+			if tc.wantErr != nil {
+				wantErrIs(t, err, tc.wantErr, "GetJoinToken")
+				if got != nil {
+					t.Errorf("a failed GetJoinToken returned a token: %v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("GetJoinToken(%q): %v", tc.id, err)
+			}
+			if diff := protoDiff(tc.want, got); diff != "" {
+				t.Errorf("token (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func testGetJoinTokenIsolation(t *testing.T, s store.Store) {
+	tok := newToken("tok", 10*time.Minute)
+	want := proto.Clone(tok).(*typesv1.JoinToken)
+	createToken(t, s, tok)
+	got, err := s.GetJoinToken(t.Context(), "tok")
+	if err != nil {
+		t.Fatalf("GetJoinToken: %v", err)
+	}
+	got.SecretHash[0] ^= 0xff
+	got.UsedAt, got.UsedBy, got.ExpiresAt = 1, "spiffe://example.org/evil", 1
+	again, err := s.GetJoinToken(t.Context(), "tok")
+	if err != nil {
+		t.Fatalf("second GetJoinToken: %v", err)
+	}
+	if diff := protoDiff(want, again); diff != "" {
+		t.Errorf("stored token changed through a returned copy (-want +got):\n%s", diff)
+	}
+	if _, err := s.UseJoinToken(t.Context(), "tok", want.SecretHash, "spiffe://example.org/a", tokenEpoch); err != nil {
+		t.Errorf("UseJoinToken after the returned copy was changed: %v", err)
 	}
 }
 
