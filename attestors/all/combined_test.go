@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nhid/nhid/attestors/jointoken"
 	"github.com/nhid/nhid/attestors/unix"
 	"github.com/nhid/nhid/pkg/attestor"
+	"github.com/nhid/nhid/pkg/jointoken"
 	"github.com/nhid/nhid/pkg/selector"
 	"github.com/nhid/nhid/pkg/store/bolt"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"

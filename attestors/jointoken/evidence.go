@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	tokenfmt "github.com/nhid/nhid/pkg/jointoken"
 )
 
 // Evidence is the agent half of the join-token attestor: it presents the
 // token, once. It implements attestor.NodeEvidence.
 type Evidence struct {
-	token Token
+	token tokenfmt.Token
 }
 
 // NewEvidence checks token's format, so a mistyped token is reported on
 // the agent before anything is sent to the server.
 func NewEvidence(token string) (*Evidence, error) {
-	t, err := Parse(token)
+	t, err := tokenfmt.Parse(token)
 	if err != nil {
 		return nil, err
 	}
@@ -38,3 +39,6 @@ func (e *Evidence) Evidence(ctx context.Context) ([]byte, error) {
 func (e *Evidence) Respond(context.Context, []byte) ([]byte, error) {
 	return nil, errors.New("join token attestation has no challenge; refusing to answer one")
 }
+
+// Type is the attestor type, "join_token".
+const Type = tokenfmt.Type

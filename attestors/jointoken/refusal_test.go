@@ -3,6 +3,7 @@ package jointoken
 import (
 	"context"
 	"errors"
+	tokenfmt "github.com/nhid/nhid/pkg/jointoken"
 	"strings"
 	"testing"
 	"time"
@@ -15,14 +16,14 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 	tests := []struct {
 		name string
 		// present returns the payload to attest and the token it is about.
-		present    func(t *testing.T, f *fixture) (payload string, tok Token)
+		present    func(t *testing.T, f *fixture) (payload string, tok tokenfmt.Token)
 		wantErr    error
 		wantReason string
 		wantUses   int32 // UseJoinToken calls: none where reading the token refuses it
 	}{
 		{
 			name: "unknown",
-			present: func(t *testing.T, f *fixture) (string, Token) {
+			present: func(t *testing.T, f *fixture) (string, tokenfmt.Token) {
 				tok := generate(t)
 				return tok.String(), tok
 			},
@@ -30,7 +31,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 		},
 		{
 			name: "already used",
-			present: func(t *testing.T, f *fixture) (string, Token) {
+			present: func(t *testing.T, f *fixture) (string, tokenfmt.Token) {
 				tok := f.createToken(t, "")
 				if _, err := f.attest(tok.String()); err != nil {
 					t.Fatalf("first use: %v", err)
@@ -41,7 +42,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 		},
 		{
 			name: "expired",
-			present: func(t *testing.T, f *fixture) (string, Token) {
+			present: func(t *testing.T, f *fixture) (string, tokenfmt.Token) {
 				tok := f.createToken(t, "")
 				f.clock.Add(tokenTTL + time.Second)
 				return tok.String(), tok
@@ -50,9 +51,9 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 		},
 		{
 			name: "wrong secret",
-			present: func(t *testing.T, f *fixture) (string, Token) {
+			present: func(t *testing.T, f *fixture) (string, tokenfmt.Token) {
 				tok := f.createToken(t, "")
-				return Token{ID: tok.ID, Secret: generate(t).Secret}.String(), tok
+				return tokenfmt.Token{ID: tok.ID, Secret: generate(t).Secret}.String(), tok
 			},
 			wantErr: errInvalid, wantReason: "attestation failed: join token invalid", wantUses: 1,
 		},
@@ -78,7 +79,7 @@ func TestVerifier_RefusesBadTokensWithDistinctReasons(t *testing.T) {
 
 // checkRefusalLogged requires a refusal line naming the token id, and no
 // secret anywhere in the logs.
-func checkRefusalLogged(t *testing.T, logs string, tok Token, payload string) {
+func checkRefusalLogged(t *testing.T, logs string, tok tokenfmt.Token, payload string) {
 	t.Helper()
 	if !strings.Contains(logs, "refused") || !strings.Contains(logs, "token_id="+tok.ID) {
 		t.Errorf("logs lack a refusal with token_id=%s:\n%s", tok.ID, logs)
@@ -94,7 +95,7 @@ func checkRefusalLogged(t *testing.T, logs string, tok Token, payload string) {
 func TestVerifier_WrongSecretLeavesTokenUsable(t *testing.T) {
 	f := newFixture(t)
 	tok := f.createToken(t, "")
-	wrong := Token{ID: tok.ID, Secret: generate(t).Secret}
+	wrong := tokenfmt.Token{ID: tok.ID, Secret: generate(t).Secret}
 	if _, err := f.attest(wrong.String()); !errors.Is(err, errInvalid) {
 		t.Fatalf("wrong secret: err = %v, want %v", err, errInvalid)
 	}
@@ -192,8 +193,8 @@ func TestEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewEvidence: %v", err)
 	}
-	if ev.Type() != Type {
-		t.Errorf("Type = %q, want %q", ev.Type(), Type)
+	if ev.Type() != tokenfmt.Type {
+		t.Errorf("Type = %q, want %q", ev.Type(), tokenfmt.Type)
 	}
 	payload, err := ev.Evidence(context.Background())
 	if err != nil || string(payload) != tok.String() {
@@ -210,4 +211,13 @@ func TestEvidence(t *testing.T) {
 	if _, err := NewEvidence(tok.ID); err == nil || strings.Contains(err.Error(), tok.ID) {
 		t.Errorf("NewEvidence(id only) err = %v, want a format error that does not echo input", err)
 	}
+}
+
+func generate(t *testing.T) tokenfmt.Token {
+	t.Helper()
+	tok, err := tokenfmt.Generate()
+	if err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	return tok
 }

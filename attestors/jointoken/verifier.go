@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	tokenfmt "github.com/nhid/nhid/pkg/jointoken"
 	"log/slog"
 	"time"
 
@@ -110,11 +111,11 @@ func (v *Verifier) Attest(ctx context.Context, payload []byte, _ attestor.Challe
 
 // parsePayload refuses a payload of the wrong length before copying it, so
 // a huge payload costs nothing.
-func parsePayload(payload []byte) (Token, error) {
-	if len(payload) != tokenLen {
-		return Token{}, fmt.Errorf("payload is %d bytes, want %d", len(payload), tokenLen)
+func parsePayload(payload []byte) (tokenfmt.Token, error) {
+	if len(payload) != tokenfmt.Len {
+		return tokenfmt.Token{}, fmt.Errorf("payload is %d bytes, want %d", len(payload), tokenfmt.Len)
 	}
-	return Parse(string(payload))
+	return tokenfmt.Parse(string(payload))
 }
 
 // storedAgentID reads the token and returns the ID the node will get: the

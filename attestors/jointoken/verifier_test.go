@@ -3,6 +3,7 @@ package jointoken
 import (
 	"bytes"
 	"context"
+	tokenfmt "github.com/nhid/nhid/pkg/jointoken"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -83,9 +84,9 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // createToken stores a new token, as the admin API does, and returns it.
-func (f *fixture) createToken(t *testing.T, spiffeID string) Token {
+func (f *fixture) createToken(t *testing.T, spiffeID string) tokenfmt.Token {
 	t.Helper()
-	tok, err := Generate()
+	tok, err := tokenfmt.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,11 @@ func attest(ctx context.Context, t *testing.T, s *server, token string) (*agentC
 	}
 	params := &agentv1.AttestParams{Attestor: "join_token", Payload: []byte(token), Csr: csr}
 	if err := stream.Send(&agentv1.AttestRequest{Step: &agentv1.AttestRequest_Params{Params: params}}); err != nil {
+		// A server that refused before reading ends the stream; Send then
+		// says only io.EOF and the status comes from Recv.
+		if _, recvErr := stream.Recv(); recvErr != nil {
+			return nil, recvErr
+		}
 		return nil, err
 	}
 	resp, err := stream.Recv()

@@ -123,12 +123,13 @@ func startAgentAt(t *testing.T, s *server, dir, token string) *agent {
 		"--data-dir", filepath.Join(dir, "data"),
 		"--server", s.addr(),
 		"--trust-domain", trustDomain,
-		"--trust-bundle", s.bundlePEM(t),
 		"--socket", a.socket,
 		"--health-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort),
 		"--log-level", "debug"}
 	if token != "" {
-		args = append(args, "--join-token", token)
+		// A first start bootstraps trust from the server's bundle; later
+		// starts use the bundle the agent persisted.
+		args = append(args, "--join-token", token, "--trust-bundle", s.bundlePEM(t))
 	}
 	a.proc = startProc(t, "nhid-agent", filepath.Join(dir, "agent.log"), nil, "nhid-agent", args...)
 	a.waitReady(t)

@@ -17,9 +17,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
-	"github.com/nhid/nhid/attestors/jointoken"
 	"github.com/nhid/nhid/pkg/clock"
 	"github.com/nhid/nhid/pkg/entry"
+	"github.com/nhid/nhid/pkg/jointoken"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"

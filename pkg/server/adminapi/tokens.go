@@ -10,8 +10,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/nhid/nhid/attestors/jointoken"
 	"github.com/nhid/nhid/pkg/agentid"
+	"github.com/nhid/nhid/pkg/jointoken"
 	"github.com/nhid/nhid/pkg/telemetry"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/nhid/nhid/attestors/jointoken"
+	"github.com/nhid/nhid/pkg/jointoken"
 	"github.com/nhid/nhid/pkg/store"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
 )

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/nhid/nhid/attestors/jointoken"
 	"github.com/nhid/nhid/pkg/agentid"
+	"github.com/nhid/nhid/pkg/jointoken"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )

@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"io"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -29,6 +31,7 @@ import (
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/ca"
 	"github.com/nhid/nhid/pkg/entry"
+	tokenfmt "github.com/nhid/nhid/pkg/jointoken"
 	"github.com/nhid/nhid/pkg/server/servertls"
 	"github.com/nhid/nhid/pkg/store/bolt"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
@@ -174,7 +177,7 @@ func (h *harness) clientFor(svid *x509svid.SVID) agentv1.AgentServiceClient {
 // newToken stores a join token, optionally bound to a fixed agent ID.
 func (h *harness) newToken(fixedID string) string {
 	h.t.Helper()
-	tok, err := jointoken.Generate()
+	tok, err := tokenfmt.Generate()
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -197,7 +200,7 @@ func (h *harness) attestParams(params *agentv1.AttestParams, respond func([]byte
 		return nil, err
 	}
 	if err := stream.Send(&agentv1.AttestRequest{Step: &agentv1.AttestRequest_Params{Params: params}}); err != nil {
-		return nil, err
+		return nil, streamStatus(stream, err)
 	}
 	for {
 		resp, err := stream.Recv()
@@ -210,9 +213,21 @@ func (h *harness) attestParams(params *agentv1.AttestParams, respond func([]byte
 		answer := respond(resp.GetChallenge())
 		msg := &agentv1.AttestRequest{Step: &agentv1.AttestRequest_ChallengeResponse{ChallengeResponse: answer}}
 		if err := stream.Send(msg); err != nil {
-			return nil, err
+			return nil, streamStatus(stream, err)
 		}
 	}
+}
+
+// streamStatus returns the call's real status when Send failed because the
+// server had already ended the stream: gRPC's Send then says only io.EOF.
+func streamStatus(stream agentv1.AgentService_AttestClient, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if _, recvErr := stream.Recv(); recvErr != nil {
+		return recvErr
+	}
+	return err
 }
 
 // attest attests a node with a fresh join token.

@@ -1,13 +1,13 @@
-// Package jointoken is the join-token node attestor: an operator generates
-// a single-use token (nhidctl token generate), hands it to one agent, and
-// the server accepts that agent once, within the token's lifetime.
+// Package jointoken owns the join-token format shared by the admin API
+// (which generates tokens), the join-token attestor (which checks them) and
+// the agent (which presents them). An operator generates a single-use token
+// (nhidctl token generate), hands it to one agent, and the server accepts
+// that agent once, within the token's lifetime.
 //
 // A token is "<id>.<secret>": id is 24 lowercase hex characters (12 random
 // bytes; public, it names the token and by default the agent), secret is 43
 // base64url characters without padding (32 random bytes). The server stores
 // only SHA-256(secret).
-//
-// Verifier is the server half; Evidence the agent half.
 package jointoken
 
 import (
@@ -29,7 +29,8 @@ const (
 	secretBytes = 32
 	idLen       = 2 * idBytes // hex
 	secretLen   = 43          // base64url of 32 bytes, unpadded
-	tokenLen    = idLen + 1 + secretLen
+	// Len is the length of a token's text form.
+	Len = idLen + 1 + secretLen
 )
 
 var secretEncoding = base64.RawURLEncoding.Strict()
@@ -72,8 +73,8 @@ func (t Token) SecretHash() []byte {
 // it. Its errors describe the expected form and never repeat the input, so
 // they cannot leak a secret into logs.
 func Parse(s string) (Token, error) {
-	if len(s) != tokenLen {
-		return Token{}, fmt.Errorf("join token: must be %d characters (<24 hex id>.<43 base64url secret>), got %d", tokenLen, len(s))
+	if len(s) != Len {
+		return Token{}, fmt.Errorf("join token: must be %d characters (<24 hex id>.<43 base64url secret>), got %d", Len, len(s))
 	}
 	id, secret, ok := strings.Cut(s, ".")
 	if !ok || len(id) != idLen {
