@@ -21,7 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/nhid/nhid/attestors/jointoken"
+	"github.com/nhid/nhid/pkg/jointoken"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
