@@ -85,7 +85,8 @@ type GrantRequest struct {
 	Action   string   `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
 	// reason says, for people, why the task needs the grant.
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	// ttl in seconds; 0 means the policy's maximum.
+	// ttl is the task's expected duration in seconds: required, above 0 and
+	// at most the server's maximum; policy may shorten it.
 	Ttl int32 `protobuf:"varint,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// authorization_details is an RFC 9396 JSON array of objects, each with a
 	// "type" string; empty when not used.
