@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout); err != nil && !errors.Is(err, context.Canceled) {
+	// After Ctrl-C the client reports a cancelled call: that is not an error.
+	if err := run(ctx, os.Stdout); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "whoami:", err)
 		os.Exit(1)
 	}
@@ -59,7 +62,7 @@ func (p *printer) OnX509ContextUpdate(c *workloadapi.X509Context) {
 }
 
 func (p *printer) OnX509ContextWatchError(err error) {
-	if !errors.Is(err, context.Canceled) {
+	if status.Code(err) != codes.Canceled {
 		fmt.Fprintln(p.out, "watch error (the client retries):", err)
 	}
 }
