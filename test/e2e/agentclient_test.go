@@ -35,7 +35,7 @@ type agentClient struct {
 	api    agentv1.AgentServiceClient
 }
 
-func loadBundle(t *testing.T, s *server) *x509bundle.Bundle {
+func loadBundle(t testing.TB, s *server) *x509bundle.Bundle {
 	t.Helper()
 	b, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString(trustDomain), s.bundlePEM(t))
 	if err != nil {
@@ -44,7 +44,7 @@ func loadBundle(t *testing.T, s *server) *x509bundle.Bundle {
 	return b
 }
 
-func newCSR(t *testing.T, uri string) (crypto.Signer, []byte) {
+func newCSR(t testing.TB, uri string) (crypto.Signer, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -66,7 +66,7 @@ func newCSR(t *testing.T, uri string) (crypto.Signer, []byte) {
 }
 
 // attest runs the Attest stream with a join token over server-authenticated TLS.
-func attest(ctx context.Context, t *testing.T, s *server, token string) (*agentClient, error) {
+func attest(ctx context.Context, t testing.TB, s *server, token string) (*agentClient, error) {
 	t.Helper()
 	bundle := loadBundle(t, s)
 	conn, err := grpc.NewClient(s.addr(), grpc.WithTransportCredentials(credentials.NewTLS(

@@ -22,13 +22,13 @@ type server struct {
 
 // startServer starts nhid-server on dir (fresh when empty). Restarting on
 // the same dir and port, as after a crash, is startServerAt.
-func startServer(t *testing.T) *server {
+func startServer(t testing.TB) *server {
 	t.Helper()
 	dir := shortTempDir(t)
 	return startServerAt(t, dir, freePort(t))
 }
 
-func startServerAt(t *testing.T, dir string, port int) *server {
+func startServerAt(t testing.TB, dir string, port int) *server {
 	t.Helper()
 	s := &server{dir: dir, adminSock: filepath.Join(dir, "admin.sock"), port: port, healthPort: freePort(t)}
 	s.proc = startProc(t, "nhid-server", filepath.Join(dir, "server.log"), nil, "nhid-server", "run",
@@ -56,7 +56,7 @@ func (s *server) ctl(args ...string) (string, error) {
 	return run(ctx, nil, "nhidctl", append([]string{"--socket", s.adminSock}, args...)...)
 }
 
-func (s *server) mustCtl(t *testing.T, args ...string) string {
+func (s *server) mustCtl(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := s.ctl(args...)
 	if err != nil {
@@ -66,7 +66,7 @@ func (s *server) mustCtl(t *testing.T, args ...string) string {
 }
 
 // ctlJSON runs nhidctl -o json and decodes its output into v.
-func (s *server) ctlJSON(t *testing.T, v any, args ...string) {
+func (s *server) ctlJSON(t testing.TB, v any, args ...string) {
 	t.Helper()
 	out := s.mustCtl(t, append([]string{"-o", "json"}, args...)...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
@@ -75,7 +75,7 @@ func (s *server) ctlJSON(t *testing.T, v any, args ...string) {
 }
 
 // joinToken generates a join token and returns it with the agent ID it gives.
-func (s *server) joinToken(t *testing.T) (token, agentID string) {
+func (s *server) joinToken(t testing.TB) (token, agentID string) {
 	t.Helper()
 	var out struct {
 		Token    string `json:"token"`
@@ -89,7 +89,7 @@ func (s *server) joinToken(t *testing.T) (token, agentID string) {
 }
 
 // bundlePEM writes the server's trust bundle to a file and returns its path.
-func (s *server) bundlePEM(t *testing.T) string {
+func (s *server) bundlePEM(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(s.dir, "bundle.pem")
 	if err := os.WriteFile(path, []byte(s.mustCtl(t, "bundle", "show", "--format", "pem")), 0o600); err != nil {
@@ -107,7 +107,7 @@ type agent struct {
 }
 
 // startAgent attests a new agent to s with a fresh join token.
-func startAgent(t *testing.T, s *server) (*agent, string) {
+func startAgent(t testing.TB, s *server) (*agent, string) {
 	t.Helper()
 	token, agentID := s.joinToken(t)
 	a := startAgentAt(t, s, shortTempDir(t), token)
@@ -116,7 +116,7 @@ func startAgent(t *testing.T, s *server) (*agent, string) {
 
 // startAgentAt starts nhid-agent on dir; token may be empty when dir holds
 // an attested agent's state.
-func startAgentAt(t *testing.T, s *server, dir, token string) *agent {
+func startAgentAt(t testing.TB, s *server, dir, token string) *agent {
 	t.Helper()
 	a := &agent{dir: dir, socket: filepath.Join(dir, "agent.sock"), healthPort: freePort(t)}
 	args := []string{"run",
@@ -136,7 +136,7 @@ func startAgentAt(t *testing.T, s *server, dir, token string) *agent {
 	return a
 }
 
-func (a *agent) waitReady(t *testing.T) {
+func (a *agent) waitReady(t testing.TB) {
 	t.Helper()
 	eventually(t, waitTimeout, "nhid-agent ready", func() error {
 		if a.exited() {

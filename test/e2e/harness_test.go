@@ -30,6 +30,9 @@ const (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
 	os.Exit(runMain(m))
 }
 
@@ -66,7 +69,7 @@ func moduleRoot() (string, error) {
 
 // shortTempDir returns a fresh directory with a short path: Unix socket
 // paths are limited to 108 bytes, which t.TempDir() can exceed.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "nhid-")
 	if err != nil {
@@ -76,7 +79,7 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -88,7 +91,7 @@ func freePort(t *testing.T) int {
 
 // proc is one running binary whose output goes to a log file.
 type proc struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	cmd     *exec.Cmd
 	logPath string
@@ -97,7 +100,7 @@ type proc struct {
 	exitErr error
 }
 
-func startProc(t *testing.T, name, logPath string, env []string, bin string, args ...string) *proc {
+func startProc(t testing.TB, name, logPath string, env []string, bin string, args ...string) *proc {
 	t.Helper()
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -174,7 +177,7 @@ func (p *proc) dumpLog() {
 }
 
 // eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -199,9 +202,13 @@ func httpOK(url string) error {
 	return nil
 }
 
+// scrapeClient leaves no idle connection, and so no goroutine or fd, in
+// the scraped process: leak checks compare scrapes.
+var scrapeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // metric reads one unlabelled sample from a Prometheus text endpoint.
 func metric(url, name string) (float64, error) {
-	resp, err := http.Get(url)
+	resp, err := scrapeClient.Get(url)
 	if err != nil {
 		return 0, err
 	}
