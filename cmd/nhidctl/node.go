@@ -126,6 +126,7 @@ func printNode(p *printer, n *typesv1.Node) error {
 		{"SPIFFE ID", n.GetSpiffeId()},
 		{"Attestor", n.GetAttestorType()},
 		{"Status", nodeStatus(n.GetStatus())},
+		{"Status reason", n.GetStatusReason()},
 		{"Selectors", joinOrDash(n.GetSelectors())},
 		{"SVID serial", n.GetSvidSerial()},
 		{"SVID expires", unixTime(n.GetSvidExpiresAt(), "-")},

@@ -7,6 +7,7 @@ package attestor
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/nhid/nhid/pkg/selector"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -38,6 +39,11 @@ type NodeResult struct {
 	// CanReattest says whether the node may attest again with fresh
 	// evidence after eviction (false for single-use join tokens).
 	CanReattest bool
+	// State is what a NodeReattester needs to attest the node again while
+	// it is connected (for TPM: the attestation key bound to the EK). The
+	// server stores it with the node and hands it back to Reattest. It is
+	// not secret. Nil for attestors that do not reattest.
+	State []byte
 }
 
 // Challenger sends a challenge to the attesting agent and returns its answer.
@@ -60,4 +66,28 @@ type NodeEvidence interface {
 	Evidence(ctx context.Context) ([]byte, error)
 	// Respond answers one server challenge.
 	Respond(ctx context.Context, challenge []byte) ([]byte, error)
+}
+
+// ReattestNode is what the server knows of a node it attests again.
+type ReattestNode struct {
+	// AgentID is the node's SPIFFE ID.
+	AgentID spiffeid.ID
+	// State is the NodeResult.State of the node's last attestation.
+	State []byte
+}
+
+// NodeReattester is a NodeVerifier that keeps attesting the nodes it
+// admitted (continuous attestation, such as TPM quotes of the measured
+// boot state). While a node is connected, the server calls Reattest about
+// every ReattestInterval with a Challenger that reaches the agent's
+// NodeEvidence.Respond. Evidence that fails (ErrAttestationFailed) makes
+// the node untrusted until a later Reattest succeeds; a successful result
+// replaces the node's selectors and state.
+type NodeReattester interface {
+	NodeVerifier
+	// ReattestInterval is how often each node is attested again.
+	ReattestInterval() time.Duration
+	// Reattest checks fresh evidence from the node. The result's AgentID
+	// must be node.AgentID. Refused evidence wraps ErrAttestationFailed.
+	Reattest(ctx context.Context, node ReattestNode, challenge Challenger) (NodeResult, error)
 }

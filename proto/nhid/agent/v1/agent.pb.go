@@ -903,6 +903,135 @@ func (x *MintJWTSVIDResponse) GetIssuedAt() int64 {
 	return 0
 }
 
+// ReattestRequest answers one challenge of the Reattest stream.
+type ReattestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// challenge_id is the id of the challenge answered.
+	ChallengeId uint64 `protobuf:"varint,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	// response is the node attestor's answer.
+	Response []byte `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	// error, set instead of response, says why the agent could not answer
+	// (its TPM is unavailable, say); the server logs it.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReattestRequest) Reset() {
+	*x = ReattestRequest{}
+	mi := &file_nhid_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReattestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReattestRequest) ProtoMessage() {}
+
+func (x *ReattestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReattestRequest.ProtoReflect.Descriptor instead.
+func (*ReattestRequest) Descriptor() ([]byte, []int) {
+	return file_nhid_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReattestRequest) GetChallengeId() uint64 {
+	if x != nil {
+		return x.ChallengeId
+	}
+	return 0
+}
+
+func (x *ReattestRequest) GetResponse() []byte {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *ReattestRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ReattestResponse carries one challenge of the Reattest stream.
+type ReattestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// challenge_id identifies the challenge; it is answered at most once.
+	ChallengeId uint64 `protobuf:"varint,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	// challenge is the node attestor's challenge.
+	Challenge []byte `protobuf:"bytes,2,opt,name=challenge,proto3" json:"challenge,omitempty"`
+	// deadline is the unix time in seconds by which the answer must arrive.
+	Deadline      int64 `protobuf:"varint,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReattestResponse) Reset() {
+	*x = ReattestResponse{}
+	mi := &file_nhid_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReattestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReattestResponse) ProtoMessage() {}
+
+func (x *ReattestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReattestResponse.ProtoReflect.Descriptor instead.
+func (*ReattestResponse) Descriptor() ([]byte, []int) {
+	return file_nhid_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReattestResponse) GetChallengeId() uint64 {
+	if x != nil {
+		return x.ChallengeId
+	}
+	return 0
+}
+
+func (x *ReattestResponse) GetChallenge() []byte {
+	if x != nil {
+		return x.Challenge
+	}
+	return nil
+}
+
+func (x *ReattestResponse) GetDeadline() int64 {
+	if x != nil {
+		return x.Deadline
+	}
+	return 0
+}
+
 var File_nhid_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_nhid_agent_v1_agent_proto_rawDesc = "" +
@@ -966,13 +1095,22 @@ const file_nhid_agent_v1_agent_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\x03R\texpiresAt\x12\x1b\n" +
-	"\tissued_at\x18\x03 \x01(\x03R\bissuedAt2\x92\x03\n" +
+	"\tissued_at\x18\x03 \x01(\x03R\bissuedAt\"f\n" +
+	"\x0fReattestRequest\x12!\n" +
+	"\fchallenge_id\x18\x01 \x01(\x04R\vchallengeId\x12\x1a\n" +
+	"\bresponse\x18\x02 \x01(\fR\bresponse\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"o\n" +
+	"\x10ReattestResponse\x12!\n" +
+	"\fchallenge_id\x18\x01 \x01(\x04R\vchallengeId\x12\x1c\n" +
+	"\tchallenge\x18\x02 \x01(\fR\tchallenge\x12\x1a\n" +
+	"\bdeadline\x18\x03 \x01(\x03R\bdeadline2\xe3\x03\n" +
 	"\fAgentService\x12I\n" +
 	"\x06Attest\x12\x1c.nhid.agent.v1.AttestRequest\x1a\x1d.nhid.agent.v1.AttestResponse(\x010\x01\x12B\n" +
 	"\x05Renew\x12\x1b.nhid.agent.v1.RenewRequest\x1a\x1c.nhid.agent.v1.RenewResponse\x12A\n" +
 	"\x04Sync\x12\x1a.nhid.agent.v1.SyncRequest\x1a\x1b.nhid.agent.v1.SyncResponse0\x01\x12Z\n" +
 	"\rMintX509SVIDs\x12#.nhid.agent.v1.MintX509SVIDsRequest\x1a$.nhid.agent.v1.MintX509SVIDsResponse\x12T\n" +
-	"\vMintJWTSVID\x12!.nhid.agent.v1.MintJWTSVIDRequest\x1a\".nhid.agent.v1.MintJWTSVIDResponseB2Z0github.com/nhid/nhid/proto/nhid/agent/v1;agentv1b\x06proto3"
+	"\vMintJWTSVID\x12!.nhid.agent.v1.MintJWTSVIDRequest\x1a\".nhid.agent.v1.MintJWTSVIDResponse\x12O\n" +
+	"\bReattest\x12\x1e.nhid.agent.v1.ReattestRequest\x1a\x1f.nhid.agent.v1.ReattestResponse(\x010\x01B2Z0github.com/nhid/nhid/proto/nhid/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_nhid_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -986,7 +1124,7 @@ func file_nhid_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_nhid_agent_v1_agent_proto_rawDescData
 }
 
-var file_nhid_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_nhid_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_nhid_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),         // 0: nhid.agent.v1.AttestRequest
 	(*AttestParams)(nil),          // 1: nhid.agent.v1.AttestParams
@@ -1002,16 +1140,18 @@ var file_nhid_agent_v1_agent_proto_goTypes = []any{
 	(*MintX509SVIDsResponse)(nil), // 11: nhid.agent.v1.MintX509SVIDsResponse
 	(*MintJWTSVIDRequest)(nil),    // 12: nhid.agent.v1.MintJWTSVIDRequest
 	(*MintJWTSVIDResponse)(nil),   // 13: nhid.agent.v1.MintJWTSVIDResponse
-	(*v1.Bundle)(nil),             // 14: nhid.types.v1.Bundle
-	(*v1.Entry)(nil),              // 15: nhid.types.v1.Entry
+	(*ReattestRequest)(nil),       // 14: nhid.agent.v1.ReattestRequest
+	(*ReattestResponse)(nil),      // 15: nhid.agent.v1.ReattestResponse
+	(*v1.Bundle)(nil),             // 16: nhid.types.v1.Bundle
+	(*v1.Entry)(nil),              // 17: nhid.types.v1.Entry
 }
 var file_nhid_agent_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: nhid.agent.v1.AttestRequest.params:type_name -> nhid.agent.v1.AttestParams
 	3,  // 1: nhid.agent.v1.AttestResponse.result:type_name -> nhid.agent.v1.AttestResult
-	14, // 2: nhid.agent.v1.AttestResult.bundle:type_name -> nhid.types.v1.Bundle
-	14, // 3: nhid.agent.v1.RenewResponse.bundle:type_name -> nhid.types.v1.Bundle
-	15, // 4: nhid.agent.v1.SyncResponse.upserts:type_name -> nhid.types.v1.Entry
-	14, // 5: nhid.agent.v1.SyncResponse.bundle:type_name -> nhid.types.v1.Bundle
+	16, // 2: nhid.agent.v1.AttestResult.bundle:type_name -> nhid.types.v1.Bundle
+	16, // 3: nhid.agent.v1.RenewResponse.bundle:type_name -> nhid.types.v1.Bundle
+	17, // 4: nhid.agent.v1.SyncResponse.upserts:type_name -> nhid.types.v1.Entry
+	16, // 5: nhid.agent.v1.SyncResponse.bundle:type_name -> nhid.types.v1.Bundle
 	8,  // 6: nhid.agent.v1.MintX509SVIDsRequest.params:type_name -> nhid.agent.v1.X509SVIDParams
 	10, // 7: nhid.agent.v1.MintX509SVIDsResponse.results:type_name -> nhid.agent.v1.X509SVIDResult
 	0,  // 8: nhid.agent.v1.AgentService.Attest:input_type -> nhid.agent.v1.AttestRequest
@@ -1019,13 +1159,15 @@ var file_nhid_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 10: nhid.agent.v1.AgentService.Sync:input_type -> nhid.agent.v1.SyncRequest
 	9,  // 11: nhid.agent.v1.AgentService.MintX509SVIDs:input_type -> nhid.agent.v1.MintX509SVIDsRequest
 	12, // 12: nhid.agent.v1.AgentService.MintJWTSVID:input_type -> nhid.agent.v1.MintJWTSVIDRequest
-	2,  // 13: nhid.agent.v1.AgentService.Attest:output_type -> nhid.agent.v1.AttestResponse
-	5,  // 14: nhid.agent.v1.AgentService.Renew:output_type -> nhid.agent.v1.RenewResponse
-	7,  // 15: nhid.agent.v1.AgentService.Sync:output_type -> nhid.agent.v1.SyncResponse
-	11, // 16: nhid.agent.v1.AgentService.MintX509SVIDs:output_type -> nhid.agent.v1.MintX509SVIDsResponse
-	13, // 17: nhid.agent.v1.AgentService.MintJWTSVID:output_type -> nhid.agent.v1.MintJWTSVIDResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
+	14, // 13: nhid.agent.v1.AgentService.Reattest:input_type -> nhid.agent.v1.ReattestRequest
+	2,  // 14: nhid.agent.v1.AgentService.Attest:output_type -> nhid.agent.v1.AttestResponse
+	5,  // 15: nhid.agent.v1.AgentService.Renew:output_type -> nhid.agent.v1.RenewResponse
+	7,  // 16: nhid.agent.v1.AgentService.Sync:output_type -> nhid.agent.v1.SyncResponse
+	11, // 17: nhid.agent.v1.AgentService.MintX509SVIDs:output_type -> nhid.agent.v1.MintX509SVIDsResponse
+	13, // 18: nhid.agent.v1.AgentService.MintJWTSVID:output_type -> nhid.agent.v1.MintJWTSVIDResponse
+	15, // 19: nhid.agent.v1.AgentService.Reattest:output_type -> nhid.agent.v1.ReattestResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1050,7 +1192,7 @@ func file_nhid_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nhid_agent_v1_agent_proto_rawDesc), len(file_nhid_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

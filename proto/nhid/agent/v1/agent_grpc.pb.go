@@ -27,6 +27,7 @@ const (
 	AgentService_Sync_FullMethodName          = "/nhid.agent.v1.AgentService/Sync"
 	AgentService_MintX509SVIDs_FullMethodName = "/nhid.agent.v1.AgentService/MintX509SVIDs"
 	AgentService_MintJWTSVID_FullMethodName   = "/nhid.agent.v1.AgentService/MintJWTSVID"
+	AgentService_Reattest_FullMethodName      = "/nhid.agent.v1.AgentService/Reattest"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -47,6 +48,17 @@ type AgentServiceClient interface {
 	MintX509SVIDs(ctx context.Context, in *MintX509SVIDsRequest, opts ...grpc.CallOption) (*MintX509SVIDsResponse, error)
 	// MintJWTSVID signs a JWT-SVID for an entry authorised for the node.
 	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
+	// Reattest is the continuous attestation channel of a node whose attestor
+	// keeps attesting it (TPM quotes of the measured boot state). The agent
+	// opens it once connected and keeps it open. Whenever the node is due, the
+	// server sends a challenge, which the agent answers on the same stream
+	// with its node attestor. A node whose answer fails is marked UNTRUSTED:
+	// its agent SVID is not renewed and nothing is minted for its workloads
+	// until a later answer passes. A node that leaves the challenges
+	// unanswered for longer than the requote interval plus a grace period
+	// becomes UNTRUSTED too. For nodes whose attestor does not reattest, the
+	// server ends the stream at once with OK.
+	Reattest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReattestRequest, ReattestResponse], error)
 }
 
 type agentServiceClient struct {
@@ -119,6 +131,19 @@ func (c *agentServiceClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDReq
 	return out, nil
 }
 
+func (c *agentServiceClient) Reattest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReattestRequest, ReattestResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[2], AgentService_Reattest_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReattestRequest, ReattestResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ReattestClient = grpc.BidiStreamingClient[ReattestRequest, ReattestResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -137,6 +162,17 @@ type AgentServiceServer interface {
 	MintX509SVIDs(context.Context, *MintX509SVIDsRequest) (*MintX509SVIDsResponse, error)
 	// MintJWTSVID signs a JWT-SVID for an entry authorised for the node.
 	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
+	// Reattest is the continuous attestation channel of a node whose attestor
+	// keeps attesting it (TPM quotes of the measured boot state). The agent
+	// opens it once connected and keeps it open. Whenever the node is due, the
+	// server sends a challenge, which the agent answers on the same stream
+	// with its node attestor. A node whose answer fails is marked UNTRUSTED:
+	// its agent SVID is not renewed and nothing is minted for its workloads
+	// until a later answer passes. A node that leaves the challenges
+	// unanswered for longer than the requote interval plus a grace period
+	// becomes UNTRUSTED too. For nodes whose attestor does not reattest, the
+	// server ends the stream at once with OK.
+	Reattest(grpc.BidiStreamingServer[ReattestRequest, ReattestResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -161,6 +197,9 @@ func (UnimplementedAgentServiceServer) MintX509SVIDs(context.Context, *MintX509S
 }
 func (UnimplementedAgentServiceServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
+}
+func (UnimplementedAgentServiceServer) Reattest(grpc.BidiStreamingServer[ReattestRequest, ReattestResponse]) error {
+	return status.Error(codes.Unimplemented, "method Reattest not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -255,6 +294,13 @@ func _AgentService_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_Reattest_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).Reattest(&grpc.GenericServerStream[ReattestRequest, ReattestResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ReattestServer = grpc.BidiStreamingServer[ReattestRequest, ReattestResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -286,6 +332,12 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Sync",
 			Handler:       _AgentService_Sync_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Reattest",
+			Handler:       _AgentService_Reattest_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "nhid/agent/v1/agent.proto",

@@ -36,6 +36,11 @@ const (
 	NodeStatus_NODE_STATUS_EVICTED NodeStatus = 2
 	// BANNED nodes may not attest again until unbanned.
 	NodeStatus_NODE_STATUS_BANNED NodeStatus = 3
+	// UNTRUSTED nodes failed continuous attestation (their measured state no
+	// longer matches policy, or they stopped answering). They stay connected
+	// and are attested again, but their agent SVID is not renewed and no SVID
+	// is minted for their workloads until an attestation passes again.
+	NodeStatus_NODE_STATUS_UNTRUSTED NodeStatus = 4
 )
 
 // Enum value maps for NodeStatus.
@@ -45,12 +50,14 @@ var (
 		1: "NODE_STATUS_ACTIVE",
 		2: "NODE_STATUS_EVICTED",
 		3: "NODE_STATUS_BANNED",
+		4: "NODE_STATUS_UNTRUSTED",
 	}
 	NodeStatus_value = map[string]int32{
 		"NODE_STATUS_UNSPECIFIED": 0,
 		"NODE_STATUS_ACTIVE":      1,
 		"NODE_STATUS_EVICTED":     2,
 		"NODE_STATUS_BANNED":      3,
+		"NODE_STATUS_UNTRUSTED":   4,
 	}
 )
 
@@ -322,8 +329,17 @@ type Node struct {
 	AttestedAt         int64  `protobuf:"varint,8,opt,name=attested_at,json=attestedAt,proto3" json:"attested_at,omitempty"`
 	LastSeenAt         int64  `protobuf:"varint,9,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
 	Revision           int64  `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// status_reason says why the node is UNTRUSTED; empty otherwise.
+	StatusReason string `protobuf:"bytes,11,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
+	// attestor_state is what the node attestor needs to attest the node again
+	// while it is connected (for TPM: the EK, its certificate and the AK
+	// bound to it). Public data.
+	AttestorState []byte `protobuf:"bytes,12,opt,name=attestor_state,json=attestorState,proto3" json:"attestor_state,omitempty"`
+	// verified_at is the unix time in seconds of the last attestation of the
+	// node that passed, at Attest or by continuous attestation.
+	VerifiedAt    int64 `protobuf:"varint,13,opt,name=verified_at,json=verifiedAt,proto3" json:"verified_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -422,6 +438,27 @@ func (x *Node) GetLastSeenAt() int64 {
 func (x *Node) GetRevision() int64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *Node) GetStatusReason() string {
+	if x != nil {
+		return x.StatusReason
+	}
+	return ""
+}
+
+func (x *Node) GetAttestorState() []byte {
+	if x != nil {
+		return x.AttestorState
+	}
+	return nil
+}
+
+func (x *Node) GetVerifiedAt() int64 {
+	if x != nil {
+		return x.VerifiedAt
 	}
 	return 0
 }
@@ -853,7 +890,7 @@ const file_nhid_types_v1_types_proto_rawDesc = "" +
 	"expires_at\x18\r \x01(\x03R\texpiresAt\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x03R\brevision\x12\x1d\n" +
 	"\n" +
-	"created_at\x18\x0f \x01(\x03R\tcreatedAt\"\xf3\x02\n" +
+	"created_at\x18\x0f \x01(\x03R\tcreatedAt\"\xe0\x03\n" +
 	"\x04Node\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12#\n" +
 	"\rattestor_type\x18\x02 \x01(\tR\fattestorType\x12\x1c\n" +
@@ -868,7 +905,11 @@ const file_nhid_types_v1_types_proto_rawDesc = "" +
 	"\flast_seen_at\x18\t \x01(\x03R\n" +
 	"lastSeenAt\x12\x1a\n" +
 	"\brevision\x18\n" +
-	" \x01(\x03R\brevision\"\xc9\x01\n" +
+	" \x01(\x03R\brevision\x12#\n" +
+	"\rstatus_reason\x18\v \x01(\tR\fstatusReason\x12%\n" +
+	"\x0eattestor_state\x18\f \x01(\fR\rattestorState\x12\x1f\n" +
+	"\vverified_at\x18\r \x01(\x03R\n" +
+	"verifiedAt\"\xc9\x01\n" +
 	"\tJoinToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\fR\n" +
@@ -907,13 +948,14 @@ const file_nhid_types_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\t \x01(\x03R\texpiresAt\x12\x1a\n" +
 	"\baudience\x18\n" +
-	" \x03(\tR\baudience*r\n" +
+	" \x03(\tR\baudience*\x8d\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x1b\n" +
 	"\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATUS_ACTIVE\x10\x01\x12\x17\n" +
 	"\x13NODE_STATUS_EVICTED\x10\x02\x12\x16\n" +
-	"\x12NODE_STATUS_BANNED\x10\x03*f\n" +
+	"\x12NODE_STATUS_BANNED\x10\x03\x12\x19\n" +
+	"\x15NODE_STATUS_UNTRUSTED\x10\x04*f\n" +
 	"\bSVIDKind\x12\x19\n" +
 	"\x15SVID_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSVID_KIND_X509\x10\x01\x12\x11\n" +
