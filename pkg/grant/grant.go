@@ -1,0 +1,192 @@
+// Package grant decides and keeps nhid's just-in-time grants: a workload
+// asks, through its agent, for scopes on a resource for one task; policy
+// (pkg/policy) decides; an allowed grant is stored ACTIVE and issued as an
+// OAuth Transaction Token (draft-ietf-oauth-transaction-tokens) signed by
+// the server's JWT key, never wider than the entry's scope_ceiling and
+// expiring with the task. A grant ends when its holder releases it, an
+// operator revokes it, or it expires. docs/grants.md describes the rules.
+//
+// The package owns the grant rules and nothing of the transport: the agent
+// API authorises the calling node for the entry, the admin API authorises
+// the operator, and both turn this package's errors into status codes.
+package grant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/nhid/nhid/pkg/agentid"
+	"github.com/nhid/nhid/pkg/ca"
+	"github.com/nhid/nhid/pkg/clock"
+	"github.com/nhid/nhid/pkg/policy"
+	"github.com/nhid/nhid/pkg/store"
+	"github.com/nhid/nhid/pkg/telemetry"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultSweepEvery = time.Minute
+	// BaselineReputation is the score every subject has until reputation
+	// tracking exists: the middle of 0–1000.
+	BaselineReputation = 500
+)
+
+// Sentinel errors callers branch on, besides ErrInvalidRequest and
+// store.ErrNotFound (an unknown grant).
+var (
+	// ErrNoPolicy: the server has no grant policy, so it decides nothing.
+	ErrNoPolicy = errors.New("no grant policy configured")
+	// ErrEnded: the grant has already ended and cannot be released or
+	// revoked.
+	ErrEnded = errors.New("grant has ended")
+)
+
+// Decider decides a grant request; *policy.Engine satisfies it.
+type Decider interface {
+	Decide(ctx context.Context, in policy.Input) policy.Decision
+}
+
+// Signer signs Transaction Tokens; *ca.CA satisfies it.
+type Signer interface {
+	SignTxnToken(ctx context.Context, p ca.TxnParams) (token string, issuedAt, expiresAt time.Time, err error)
+}
+
+// Store is where grants live; pkg/store/bolt's *Store satisfies it.
+type Store = store.GrantStore
+
+// Config configures the grant service.
+type Config struct {
+	// TrustDomain of the server. Required.
+	TrustDomain spiffeid.TrustDomain
+	// Store keeps the grants. Required.
+	Store Store
+	// Policy decides. Nil means no policy is configured: every request
+	// fails with ErrNoPolicy and nothing is stored.
+	Policy Decider
+	// Signer issues the Txn-Tokens. Required.
+	Signer Signer
+	// Log receives one line per decision. Defaults to discarding.
+	Log *slog.Logger
+	// Clock defaults to the wall clock.
+	Clock clock.Clock
+	// Metrics, if set, receives the nhid_grant_* collectors.
+	Metrics prometheus.Registerer
+	// MaxTTL caps every grant; default 1h, at most MaxMaxTTL.
+	MaxTTL time.Duration
+	// Limits bounds requests; the zero value means DefaultLimits().
+	Limits Limits
+	// SweepEvery is how often Run marks expired grants; default 1m.
+	SweepEvery time.Duration
+}
+
+// Service decides grant requests and manages grants' lives. It is safe for
+// concurrent use.
+type Service struct {
+	td      spiffeid.TrustDomain
+	aud     string // the Txn-Token audience: the trust domain's SPIFFE ID
+	iss     string // the Txn-Token issuer: the server's SPIFFE ID
+	store   Store
+	policy  Decider
+	signer  Signer
+	log     *slog.Logger
+	clock   clock.Clock
+	metrics *metrics
+	maxTTL  time.Duration
+	limits  Limits
+	sweep   time.Duration
+	waiters *waiters
+
+	// recheck bounds a pending wait between two reads of the grant, in
+	// case a change notification was missed; a test seam.
+	recheck time.Duration
+}
+
+// New checks cfg and returns the service. Call Run for its lifetime.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Service{
+		td:      cfg.TrustDomain,
+		aud:     cfg.TrustDomain.ID().String(),
+		iss:     agentid.Server(cfg.TrustDomain).String(),
+		store:   cfg.Store,
+		policy:  cfg.Policy,
+		signer:  cfg.Signer,
+		log:     cfg.Log.With(telemetry.Component, "grant"),
+		clock:   cfg.Clock,
+		metrics: newMetrics(cfg.Metrics),
+		maxTTL:  cfg.MaxTTL,
+		limits:  cfg.Limits,
+		sweep:   cfg.SweepEvery,
+		waiters: newWaiters(),
+		recheck: 30 * time.Second,
+	}, nil
+}
+
+func (cfg *Config) setDefaults() error {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("grant config: %s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if cfg.TrustDomain.IsZero() {
+		fail("TrustDomain", "required")
+	}
+	if cfg.Store == nil {
+		fail("Store", "required")
+	}
+	if cfg.Signer == nil {
+		fail("Signer", "required")
+	}
+	switch {
+	case cfg.MaxTTL == 0:
+		cfg.MaxTTL = DefaultMaxTTL
+	case cfg.MaxTTL < time.Second || cfg.MaxTTL > MaxMaxTTL:
+		fail("MaxTTL", "%v is not between 1s and %v", cfg.MaxTTL, MaxMaxTTL)
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits()
+	}
+	if err := cfg.Limits.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("grant config: %w", err))
+	}
+	switch {
+	case cfg.SweepEvery == 0:
+		cfg.SweepEvery = DefaultSweepEvery
+	case cfg.SweepEvery < time.Second:
+		fail("SweepEvery", "%v is shorter than 1s", cfg.SweepEvery)
+	}
+	cfg.Log = telemetry.OrDiscard(cfg.Log)
+	cfg.Clock = clock.OrReal(cfg.Clock)
+	return errors.Join(errs...)
+}
+
+// MaxTTL is the longest grant the service gives.
+func (s *Service) MaxTTL() time.Duration { return s.maxTTL }
+
+// Run follows grant changes for the pending waits and marks expired grants
+// every SweepEvery, until ctx ends. It returns nil then.
+func (s *Service) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.follow(ctx)
+	}()
+	t := time.NewTicker(s.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			return nil
+		case <-t.C:
+			s.Sweep(ctx)
+		}
+	}
+}
