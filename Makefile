@@ -12,7 +12,7 @@ TEST_TIMEOUT  ?= 20m
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/... ./examples/whoami
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/whoami ./examples/agent-task ./examples/resource-server
 
 test:
 	$(GO) vet ./...

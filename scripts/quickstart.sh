@@ -43,7 +43,7 @@ fi
 
 say "starting nhid-server (trust domain $td, agent API on 127.0.0.1:$port)"
 "$bin/nhid-server" run --data-dir "$work/server" --trust-domain "$td" \
-  --bind "127.0.0.1:$port" --admin-socket "$work/admin.sock" --health-address "" \
+  --bind "127.0.0.1:$port" --admin-socket "$work/admin.sock" --health-address "" --relying-party-address "" \
   >"$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do nhidctl healthcheck >/dev/null 2>&1 && break; sleep 0.1; done

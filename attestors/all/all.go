@@ -9,7 +9,12 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/nhid/nhid/attestors/container"
 	"github.com/nhid/nhid/attestors/jointoken"
+	"github.com/nhid/nhid/attestors/k8s"
+	"github.com/nhid/nhid/attestors/psat"
+	"github.com/nhid/nhid/attestors/sigstore"
+	"github.com/nhid/nhid/attestors/tpm"
 	"github.com/nhid/nhid/attestors/unix"
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/clock"
@@ -22,6 +27,15 @@ type WorkloadConfig struct {
 	Log *slog.Logger
 	// Unix configures the unix attestor.
 	Unix unix.Config
+	// K8s configures the k8s attestor; nil leaves it out.
+	K8s *k8s.Config
+	// Container configures the container attestor; nil leaves it out.
+	Container *container.Config
+	// Sigstore configures the sigstore attestor, which verifies the
+	// images the container attestor finds (and, with K8s, the images the
+	// kubelet reports for pod containers); nil leaves it out. It needs
+	// Container or K8s.
+	Sigstore *sigstore.Config
 }
 
 // WorkloadAttestors builds every built-in workload attestor.
@@ -33,7 +47,22 @@ func WorkloadAttestors(cfg WorkloadConfig) ([]attestor.Workload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workload attestor %s: %w", unix.Type, err)
 	}
-	return []attestor.Workload{u}, nil
+	as := []attestor.Workload{u}
+	if cfg.K8s != nil {
+		kc := *cfg.K8s
+		if kc.Log == nil {
+			kc.Log = cfg.Log
+		}
+		ka, err := k8s.New(kc)
+		if err != nil {
+			return nil, fmt.Errorf("workload attestor %s: %w", k8s.Type, err)
+		}
+		as = append(as, ka)
+		if cfg.Container == nil && cfg.Sigstore != nil {
+			return appendPodSigstore(as, cfg, ka)
+		}
+	}
+	return appendContainerAttestors(as, cfg)
 }
 
 // NodeVerifierConfig configures the server halves of the node attestors.
@@ -42,6 +71,12 @@ type NodeVerifierConfig struct {
 	TrustDomain spiffeid.TrustDomain
 	// Tokens is the join-token store.
 	Tokens jointoken.TokenStore
+	// K8sPSATClusters are the clusters whose agents may attest with
+	// k8s_psat; none refuses every such attestation.
+	K8sPSATClusters map[string]psat.ClusterConfig
+	// TPM configures the tpm attestor; nil leaves it out. Its TrustDomain,
+	// Clock and Log default to the fields here.
+	TPM *tpm.VerifierConfig
 	// Clock decides expiry. Defaults to the wall clock.
 	Clock clock.Clock
 	// Log defaults to slog.Default().
@@ -61,7 +96,37 @@ func NodeVerifiers(cfg NodeVerifierConfig) ([]attestor.NodeVerifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node attestor %s: %w", jointoken.Type, err)
 	}
-	return []attestor.NodeVerifier{jt}, nil
+	ps, err := psat.NewVerifier(psat.VerifierConfig{
+		TrustDomain: cfg.TrustDomain,
+		Clusters:    cfg.K8sPSATClusters,
+		Log:         cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node attestor %s: %w", psat.Type, err)
+	}
+	vs := []attestor.NodeVerifier{jt, ps}
+	if cfg.TPM != nil {
+		v, err := tpmVerifier(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("node attestor %s: %w", tpm.Type, err)
+		}
+		vs = append(vs, v)
+	}
+	return vs, nil
+}
+
+func tpmVerifier(cfg NodeVerifierConfig) (*tpm.Verifier, error) {
+	tc := *cfg.TPM
+	if tc.TrustDomain.IsZero() {
+		tc.TrustDomain = cfg.TrustDomain
+	}
+	if tc.Clock == nil {
+		tc.Clock = cfg.Clock
+	}
+	if tc.Log == nil {
+		tc.Log = cfg.Log
+	}
+	return tpm.NewVerifier(tc)
 }
 
 // NodeEvidenceConfig holds what the agent halves need; only the fields of
@@ -69,11 +134,15 @@ func NodeVerifiers(cfg NodeVerifierConfig) ([]attestor.NodeVerifier, error) {
 type NodeEvidenceConfig struct {
 	// JoinToken is the token for the join_token attestor.
 	JoinToken string
+	// K8sPSAT configures the k8s_psat attestor's agent half.
+	K8sPSAT psat.EvidenceConfig
+	// TPM configures the tpm attestor's agent half.
+	TPM tpm.EvidenceConfig
 }
 
 // NodeEvidenceTypes lists the node attestor types NodeEvidence knows.
 func NodeEvidenceTypes() []string {
-	return []string{jointoken.Type}
+	return []string{jointoken.Type, psat.Type, tpm.Type}
 }
 
 // NodeEvidence builds the agent half of the node attestor named
@@ -87,6 +156,18 @@ func NodeEvidence(attestorType string, cfg NodeEvidenceConfig) (attestor.NodeEvi
 		ev, err := jointoken.NewEvidence(cfg.JoinToken)
 		if err != nil {
 			return nil, fmt.Errorf("node attestor join_token: %w", err)
+		}
+		return ev, nil
+	case psat.Type:
+		ev, err := psat.NewEvidence(cfg.K8sPSAT)
+		if err != nil {
+			return nil, fmt.Errorf("node attestor %s: %w", psat.Type, err)
+		}
+		return ev, nil
+	case tpm.Type:
+		ev, err := tpm.NewEvidence(cfg.TPM)
+		if err != nil {
+			return nil, fmt.Errorf("node attestor %s: %w", tpm.Type, err)
 		}
 		return ev, nil
 	default:

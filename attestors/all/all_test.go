@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nhid/nhid/attestors/jointoken"
+	"github.com/nhid/nhid/attestors/tpm"
 	"github.com/nhid/nhid/attestors/unix"
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/attestor/attestortest"
@@ -61,7 +62,8 @@ func TestWorkloadAttestors_ReportsTheFailingAttestor(t *testing.T) {
 }
 
 func TestNodeVerifiers_PairWithEveryEvidenceType(t *testing.T) {
-	vs, err := NodeVerifiers(NodeVerifierConfig{TrustDomain: testTD, Tokens: openStore(t)})
+	vs, err := NodeVerifiers(NodeVerifierConfig{TrustDomain: testTD, Tokens: openStore(t),
+		TPM: &tpm.VerifierConfig{EKHashAllowList: []string{strings.Repeat("ab", 32)}}})
 	if err != nil {
 		t.Fatalf("NodeVerifiers: %v", err)
 	}
@@ -126,7 +128,7 @@ func TestNodeEvidence_RejectsBadChoices(t *testing.T) {
 		cfg       NodeEvidenceConfig
 		wantErr   []string
 	}{
-		{"unknown type lists the known ones", "tpm", NodeEvidenceConfig{}, []string{`"tpm": unknown`, "join_token"}},
+		{"unknown type lists the known ones", "carrier_pigeon", NodeEvidenceConfig{}, []string{`"carrier_pigeon": unknown`, "join_token", "tpm"}},
 		{"join token missing", "join_token", NodeEvidenceConfig{}, []string{"JoinToken: must be set"}},
 		{"join token malformed", "join_token", NodeEvidenceConfig{JoinToken: secretish}, []string{"join token"}},
 	}

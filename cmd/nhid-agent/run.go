@@ -51,7 +51,7 @@ func newRootCmd(stdout, stderr io.Writer, getenv func(string) string) *cobra.Com
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(stderr, getenv))
+	root.AddCommand(newRunCmd(stderr, getenv), newValidateCmd(stdout, getenv))
 	return root
 }
 
@@ -91,7 +91,7 @@ $` + envJoinToken + `: a command line is visible to other local users.`,
 	f := cmd.Flags()
 	f.StringVar(&o.configPath, "config", "", "YAML config file")
 	f.StringVar(&fl.DataDir, "data-dir", fl.DataDir, "directory for the cache, the agent SVID and the bundle")
-	f.StringVar(&fl.Server, "server", "", "nhid-server agent API address, HOST:PORT")
+	f.StringVar(&fl.Server, "server", "", "nhid-server agent API address, HOST:PORT; several servers: HOST:PORT,HOST:PORT (a host may be a DNS name of several servers)")
 	f.StringVar(&fl.TrustDomain, "trust-domain", fl.TrustDomain, "trust domain")
 	f.StringVar(&fl.TrustBundle, "trust-bundle", "", "PEM file with the server's CA certificates, to verify it before the first attestation")
 	f.BoolVar(&fl.InsecureBootstrap, "insecure-bootstrap", false, "trust the server reached by the very first attestation without verifying it")
@@ -146,7 +146,7 @@ func run(ctx context.Context, s settings, stderr io.Writer, getenv func(string) 
 // agentConfig builds the agent's Config, with the attestors the binary
 // compiles in (pkg/agent does not import attestors/).
 func agentConfig(s settings, r resolved, log *slog.Logger) (agent.Config, error) {
-	workload, err := all.WorkloadAttestors(all.WorkloadConfig{Log: log})
+	workload, err := all.WorkloadAttestors(all.WorkloadConfig{Log: log, K8s: r.k8s, Container: r.container, Sigstore: r.sigstore})
 	if err != nil {
 		return agent.Config{}, err
 	}
@@ -167,7 +167,7 @@ func agentConfig(s settings, r resolved, log *slog.Logger) (agent.Config, error)
 		Metrics:           reg,
 	}
 	if r.joinToken != "" || s.NodeAttestor != "join_token" {
-		ev, err := all.NodeEvidence(s.NodeAttestor, all.NodeEvidenceConfig{JoinToken: r.joinToken})
+		ev, err := all.NodeEvidence(s.NodeAttestor, all.NodeEvidenceConfig{JoinToken: r.joinToken, K8sPSAT: r.psat, TPM: r.tpm})
 		if err != nil {
 			return agent.Config{}, usageError{fmt.Errorf("agent.node_attestor: %w", err)}
 		}

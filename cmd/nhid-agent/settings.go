@@ -7,6 +7,11 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/nhid/nhid/attestors/container"
+	"github.com/nhid/nhid/attestors/k8s"
+	"github.com/nhid/nhid/attestors/psat"
+	"github.com/nhid/nhid/attestors/sigstore"
+	"github.com/nhid/nhid/attestors/tpm"
 	"github.com/nhid/nhid/pkg/agent"
 	"github.com/nhid/nhid/pkg/config"
 )
@@ -40,6 +45,12 @@ type settings struct {
 	MaxPreMintedSVIDs int    `yaml:"max_pre_minted_svids"`
 	LogLevel          string `yaml:"log_level"`
 	LogFormat         string `yaml:"log_format"`
+
+	// Sections, which have no flags.
+	K8sPSAT psatSettings `yaml:"k8s_psat"`
+	TPM     tpmSettings  `yaml:"tpm"`
+	// WorkloadAttestors turns on optional workload attestors (containers.go).
+	WorkloadAttestors workloadAttestorSettings `yaml:"workload_attestors"`
 }
 
 // defaults are what an unset setting means.
@@ -88,6 +99,13 @@ func applyFlags(dst *settings, flags settings, changed func(name string) bool) {
 type resolved struct {
 	td        spiffeid.TrustDomain
 	joinToken string
+	psat      psat.EvidenceConfig
+	tpm       tpm.EvidenceConfig
+	k8s       *k8s.Config // nil: the k8s workload attestor is off
+
+	// nil: the container and sigstore workload attestors are off.
+	container *container.Config
+	sigstore  *sigstore.Config
 }
 
 // check validates s, reporting every problem at once with its setting's
@@ -118,6 +136,10 @@ func (s settings) check(getenv func(string) string) (resolved, error) {
 		errs.Addf("agent.log_format", "must be text or json, got %q", s.LogFormat)
 	}
 	out.joinToken = s.joinToken(&errs, getenv)
+	out.psat = s.psatEvidence(&errs)
+	out.tpm = s.tpmEvidence(&errs)
+	out.k8s = s.k8sWorkload(&errs, getenv)
+	out.container, out.sigstore = s.WorkloadAttestors.convert(&errs)
 	return out, errs.Err()
 }
 

@@ -42,6 +42,10 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// flagRelyingPartyAddress sets relying_party.address, the one section
+// setting with a flag.
+const flagRelyingPartyAddress = "relying-party-address"
+
 // options are the values the run and validate flags fill.
 type options struct {
 	configPath string
@@ -56,8 +60,11 @@ func newRunCmd(stderr io.Writer) *cobra.Command {
 		Long: `Run serves the agent API on --bind, the admin API on --admin-socket and
 /metrics, /healthz and /readyz on --health-address ("" disables it). Settings
 come from --config (YAML: "version: 1" and a "server:" section whose keys
-are the flag names in snake_case, plus the ca, jwt, svid, join_token and
-admin sections); flags win over the file.`,
+are the flag names in snake_case, plus the store, ca, jwt, svid,
+join_token, admin, policy, grants and relying_party sections); flags win
+over the file. With store kind etcd, several servers share one etcd
+cluster (docs/ha.md).
+SIGHUP reloads the grant policy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := o.resolve(cmd.Flags())
@@ -103,6 +110,8 @@ func (o *options) bind(f *pflag.FlagSet) {
 	f.StringVar(&o.fl.Bind, "bind", o.fl.Bind, "agent API address HOST:PORT")
 	f.StringVar(&o.fl.AdminSocket, "admin-socket", o.fl.AdminSocket, "admin API Unix socket")
 	f.StringVar(&o.fl.HealthAddress, "health-address", o.fl.HealthAddress, `/metrics, /healthz and /readyz address HOST:PORT ("" disables)`)
+	f.StringVar(&o.fl.RelyingParty.Address, flagRelyingPartyAddress, o.fl.RelyingParty.Address,
+		`relying-party endpoints (/introspect, /jwks; HTTPS with mTLS) HOST:PORT ("" disables)`)
 	f.StringVar(&o.fl.LogLevel, "log-level", o.fl.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&o.fl.LogFormat, "log-format", o.fl.LogFormat, "log format: text or json")
 }
@@ -118,5 +127,8 @@ func (o *options) resolve(flags *pflag.FlagSet) (settings, error) {
 		}
 	}
 	applyFlags(&s, o.fl, flags.Changed)
+	if flags.Changed(flagRelyingPartyAddress) {
+		s.RelyingParty.Address = o.fl.RelyingParty.Address
+	}
 	return s, nil
 }

@@ -41,7 +41,11 @@ func toServerConfig(s settings) (server.Config, error) {
 		AdminAllowedUIDs: s.Admin.AllowedUIDs,
 		AdminAllowedGIDs: s.Admin.AllowedGIDs,
 	}
+	cfg.Store = storeConfig(&errs, "server.store", s.Store)
 	cfg.JoinTokenDefaultTTL = ttl(&errs, "server.join_token.default_ttl", s.JoinToken.DefaultTTL, time.Second, maxJoinTokenTTL)
+	cfg.Policy = policyConfig(&errs, "server.policy", s.Policy)
+	cfg.Grants = grantsConfig(&errs, "server.grants", s.Grants)
+	cfg.RelyingPartyAddress = address(&errs, "server.relying_party.address", s.RelyingParty.Address, true)
 	logSettings(&errs, s)
 	return cfg, errs.Err()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -17,7 +18,8 @@ import (
 // buildServer turns settings into a checked Server logging to logOut.
 func buildServer(s settings, logOut io.Writer) (*server.Server, error) {
 	cfg, err := toServerConfig(s)
-	if err != nil {
+	attestors, attErr := toNodeAttestors(s)
+	if err = errors.Join(err, attErr); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	log, err := telemetry.NewLogger(logOut, s.LogLevel, s.LogFormat)
@@ -27,14 +29,18 @@ func buildServer(s settings, logOut io.Writer) (*server.Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Log, cfg.Metrics, cfg.Gatherer = log, reg, reg
-	cfg.NodeVerifiers = nodeVerifiers
+	cfg.NodeVerifiers = func(d server.VerifierDeps) ([]attestor.NodeVerifier, error) {
+		return nodeVerifiers(d, attestors)
+	}
 	return server.New(cfg)
 }
 
 // nodeVerifiers is the explicit list of node attestors this binary offers.
-func nodeVerifiers(d server.VerifierDeps) ([]attestor.NodeVerifier, error) {
+func nodeVerifiers(d server.VerifierDeps, n nodeAttestors) ([]attestor.NodeVerifier, error) {
 	return all.NodeVerifiers(all.NodeVerifierConfig{
 		TrustDomain: d.TrustDomain, Tokens: d.Store, Clock: d.Clock, Log: d.Log,
+		K8sPSATClusters: n.psatClusters,
+		TPM:             n.tpm,
 	})
 }
 
@@ -44,5 +50,7 @@ func runServer(ctx context.Context, s settings, logOut io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	stop := reloadOnHangup(ctx, srv)
+	defer stop()
 	return srv.Run(ctx)
 }

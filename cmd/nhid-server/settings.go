@@ -28,11 +28,18 @@ type settings struct {
 	LogLevel      string `yaml:"log_level"`
 	LogFormat     string `yaml:"log_format"`
 
+	Store     storeSettings     `yaml:"store"`
 	CA        caSettings        `yaml:"ca"`
 	JWT       jwtSettings       `yaml:"jwt"`
 	SVID      svidSettings      `yaml:"svid"`
 	JoinToken joinTokenSettings `yaml:"join_token"`
 	Admin     adminSettings     `yaml:"admin"`
+	K8sPSAT   psatSettings      `yaml:"k8s_psat"`
+	TPM       tpmSettings       `yaml:"tpm"`
+
+	Policy       policySettings       `yaml:"policy"`
+	Grants       grantSettings        `yaml:"grants"`
+	RelyingParty relyingPartySettings `yaml:"relying_party"`
 }
 
 type caSettings struct {
@@ -88,6 +95,7 @@ func defaults() settings {
 		HealthAddress: server.DefaultHealthAddress,
 		LogLevel:      defaultLogLevel,
 		LogFormat:     defaultLogFormat,
+		RelyingParty:  relyingPartySettings{Address: server.DefaultRelyingPartyAddress},
 	}
 }
 

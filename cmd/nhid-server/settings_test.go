@@ -56,6 +56,7 @@ func TestToServerConfig_DataDirAloneIsEnough(t *testing.T) {
 	want := server.Config{
 		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), DataDir: abs,
 		BindAddress: "127.0.0.1:8081", AdminSocket: "/run/nhid/server.sock", HealthAddress: "127.0.0.1:8082",
+		RelyingPartyAddress: "127.0.0.1:8443",
 	}
 	if diff := cmp.Diff(want, cfg, cmpopts.IgnoreUnexported(spiffeid.TrustDomain{})); diff != "" {
 		t.Errorf("config mismatch (-want +got):\n%s", diff)
@@ -99,6 +100,7 @@ server:
 		JoinTokenDefaultTTL: time.Hour,
 		AdminAllowedUIDs:    []uint32{1000, 1001},
 		AdminAllowedGIDs:    []uint32{50},
+		RelyingPartyAddress: "127.0.0.1:8443",
 	}
 	if diff := cmp.Diff(want, cfg, cmpopts.IgnoreUnexported(spiffeid.TrustDomain{})); diff != "" {
 		t.Errorf("config mismatch (-want +got):\n%s", diff)
@@ -194,7 +196,7 @@ func TestExecute_RunServesUntilCancelled(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- execute(ctx, []string{"run", "--data-dir", filepath.Join(dir, "data"), "--bind", "127.0.0.1:0",
-			"--admin-socket", sock, "--health-address", "", "--log-format", "json"}, &bytes.Buffer{}, &stderr)
+			"--admin-socket", sock, "--health-address", "", "--relying-party-address", "", "--log-format", "json"}, &bytes.Buffer{}, &stderr)
 	}()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

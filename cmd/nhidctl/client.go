@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -44,7 +45,11 @@ func (g *globals) adminSocket(cmd *cobra.Command) string {
 // gRPC, so a missing socket is reported here, where the message can say
 // what to do.
 func (g *globals) dial(cmd *cobra.Command) (*admin, error) {
-	path := g.adminSocket(cmd)
+	return dialAdmin(g.adminSocket(cmd))
+}
+
+// dialAdmin connects to the admin socket at path.
+func dialAdmin(path string) (*admin, error) {
 	if path == "" {
 		return nil, usagef("--socket is empty")
 	}
@@ -87,6 +92,11 @@ func (a *admin) explain(err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
+		// With the connection up, the server itself answered Unavailable
+		// (its store has no quorum, or it is shutting down): say why.
+		if a.conn.GetState() == connectivity.Ready {
+			return fmt.Errorf("nhid-server is unavailable: %s", st.Message())
+		}
 		return unreachable(a.socket)
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("nhid-server at %s did not answer within %v", a.socket, callTimeout)

@@ -92,6 +92,8 @@ commands, to nhid-agent's Workload API as a workload would.`,
 		newBundleCmd(g),
 		newHealthcheckCmd(g),
 		newSVIDCmd(g),
+		newGrantCmd(g),
+		newPolicyCmd(g),
 	)
 	return root
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
+
+	"github.com/nhid/nhid/pkg/svid"
 )
 
 // defaultWorkloadSocket is where nhid-agent serves the Workload API.
@@ -33,7 +35,7 @@ func newSVIDCmd(g *globals) *cobra.Command {
 	// Shadows the admin --socket: these commands talk to the agent.
 	cmd.PersistentFlags().StringVar(&socket, "socket", "",
 		"Workload API socket (default $SPIFFE_ENDPOINT_SOCKET, else "+defaultWorkloadSocket+")")
-	cmd.AddCommand(newSVIDFetchCmd(&socket), newSVIDValidateJWTCmd(g, &socket))
+	cmd.AddCommand(newSVIDFetchCmd(&socket), newSVIDValidateJWTCmd(g, &socket), newSVIDShowCmd(g, &socket))
 	return cmd
 }
 
@@ -142,9 +144,13 @@ func printX509Context(w io.Writer, format string, c *workloadapi.X509Context) er
 		if b, ok := bundleFor(c, s); ok {
 			bundle = fmt.Sprintf("%s, %d X.509 authorities", s.ID.TrustDomain().Name(), len(b.X509Authorities()))
 		}
+		purpose := purposeOf(leaf)
 		if err := p.record([]field{
 			{"SPIFFE ID", s.ID.String()},
 			{"Hint", s.Hint},
+			{"Entry", purpose.EntryID},
+			{"Purpose", purpose.Purpose},
+			{"Owner", purpose.Owner},
 			{"Expires", fmt.Sprintf("%s (in %s)", leaf.NotAfter.UTC().Format(time.RFC3339), time.Until(leaf.NotAfter).Round(time.Second))},
 			{"Serial", leaf.SerialNumber.Text(16)},
 			{"Bundle", bundle},
@@ -174,7 +180,20 @@ type svidJSON struct {
 	Hint         string `json:"hint"`
 	ExpiresAt    string `json:"expires_at"`
 	Serial       string `json:"serial"`
+	EntryID      string `json:"entry_id"`
+	Purpose      string `json:"purpose"`
+	Owner        string `json:"owner"`
 	Certificates string `json:"certificates_pem"`
+}
+
+// purposeOf reads the purpose attribute nhid writes into X.509-SVIDs;
+// SVIDs from other issuers have none, and a malformed one is shown as such.
+func purposeOf(leaf *x509.Certificate) svid.Purpose {
+	p, _, err := svid.PurposeFromCertificate(leaf)
+	if err != nil {
+		return svid.Purpose{Purpose: "(unreadable: " + err.Error() + ")"}
+	}
+	return p
 }
 
 type bundleJSON struct {
@@ -186,11 +205,15 @@ func printFetchJSON(w io.Writer, c *workloadapi.X509Context) error {
 	out := fetchJSON{SVIDs: []svidJSON{}, Bundles: []bundleJSON{}}
 	for _, s := range c.SVIDs {
 		leaf := s.Certificates[0]
+		purpose := purposeOf(leaf)
 		out.SVIDs = append(out.SVIDs, svidJSON{
 			SpiffeID:     s.ID.String(),
 			Hint:         s.Hint,
 			ExpiresAt:    leaf.NotAfter.UTC().Format(time.RFC3339),
 			Serial:       leaf.SerialNumber.Text(16),
+			EntryID:      purpose.EntryID,
+			Purpose:      purpose.Purpose,
+			Owner:        purpose.Owner,
 			Certificates: pemCerts(s.Certificates),
 		})
 	}

@@ -20,7 +20,7 @@ func TestSVIDFetch_Outputs(t *testing.T) {
 	if table.code != 0 {
 		t.Fatalf("exit %d: %s", table.code, table.stderr)
 	}
-	for _, want := range []string{"SPIFFE ID:", workloadID, "Hint:", "internal", "Serial:", "abc123", "Bundle:", "example.org, 1 X.509 authorities", "Expires:"} {
+	for _, want := range []string{"SPIFFE ID:", workloadID, "Hint:", "internal", "Serial:", "abc123", "Entry:", "entry-1", "Purpose:", "reconciles invoices", "Owner:", "ana@example.org", "Bundle:", "example.org, 1 X.509 authorities", "Expires:"} {
 		if !strings.Contains(table.stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, table.stdout)
 		}
@@ -35,7 +35,8 @@ func TestSVIDFetch_Outputs(t *testing.T) {
 		t.Fatalf("-o json output: %v\n%s", err, js.stdout)
 	}
 	if len(doc.SVIDs) != 1 || doc.SVIDs[0].SpiffeID != workloadID || doc.SVIDs[0].Serial != "abc123" ||
-		doc.SVIDs[0].Hint != "internal" || len(doc.Bundles) != 1 || doc.Bundles[0].TrustDomain != "example.org" {
+		doc.SVIDs[0].Hint != "internal" || doc.SVIDs[0].EntryID != "entry-1" || doc.SVIDs[0].Purpose != "reconciles invoices" ||
+		doc.SVIDs[0].Owner != "ana@example.org" || len(doc.Bundles) != 1 || doc.Bundles[0].TrustDomain != "example.org" {
 		t.Errorf("json = %+v", doc)
 	}
 

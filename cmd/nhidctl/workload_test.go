@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/nhid/nhid/pkg/svid"
 )
 
 // workloadServer stands in for nhid-agent's Workload API (a separate
@@ -80,10 +82,15 @@ func newWorkloadServer(t *testing.T) *workloadServer {
 		KeyUsage: x509.KeyUsageCertSign,
 	}, nil, caKey, caKey)
 	leafKey := newKey(t)
+	purpose, err := svid.PurposeExtension(svid.Purpose{EntryID: "entry-1", Purpose: "reconciles invoices", Owner: "ana@example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.leaf = newCert(t, &x509.Certificate{
 		SerialNumber: big.NewInt(0xabc123), URIs: []*url.URL{{Scheme: "spiffe", Host: "example.org", Path: "/billing"}},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtraExtensions: []pkix.Extension{purpose},
 	}, w.ca, leafKey, caKey)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
 	if err != nil {

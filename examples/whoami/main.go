@@ -1,7 +1,8 @@
 // Command whoami is the quick start's example workload: a plain go-spiffe
-// client that knows nothing about nhid. It prints the SPIFFE ID it was given,
-// the SVID's expiry and serial, then a line for every rotation, until it is
-// interrupted. It finds the agent through SPIFFE_ENDPOINT_SOCKET.
+// client. It prints the SPIFFE ID it was given, the purpose and owner nhid
+// wrote into the SVID, the SVID's expiry and serial, then a line for every
+// rotation, until it is interrupted. It finds the agent through
+// SPIFFE_ENDPOINT_SOCKET.
 package main
 
 import (
@@ -17,6 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/nhid/nhid/pkg/svid"
 )
 
 func main() {
@@ -55,9 +58,14 @@ func (p *printer) OnX509ContextUpdate(c *workloadapi.X509Context) {
 		if p.updates > 1 {
 			verb = "rotated:"
 		}
-		fmt.Fprintf(p.out, "%s %s  hint=%q  serial=%s  expires=%s (in %s)\n",
-			verb, s.ID, s.Hint, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339),
-			time.Until(leaf.NotAfter).Round(time.Second))
+		// An SVID from another issuer has no purpose attribute.
+		purpose, _, err := svid.PurposeFromCertificate(leaf)
+		if err != nil {
+			fmt.Fprintln(p.out, "unreadable purpose attribute:", err)
+		}
+		fmt.Fprintf(p.out, "%s %s  purpose=%q  owner=%q  hint=%q  serial=%s  expires=%s (in %s)\n",
+			verb, s.ID, purpose.Purpose, purpose.Owner, s.Hint, leaf.SerialNumber.Text(16),
+			leaf.NotAfter.UTC().Format(time.RFC3339), time.Until(leaf.NotAfter).Round(time.Second))
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package agent is nhid-agent: it attests the node to nhid-server, keeps
 // the node's SVID renewed, syncs the entries authorised for the node into
 // its on-disk cache, keeps an X.509-SVID ready for each, and serves them to
-// local workloads on the SPIFFE Workload API socket.
+// local workloads on the SPIFFE Workload API socket, where it also serves
+// nhid's Grant API (pkg/agent/grants).
 //
 // Readiness: the agent is ready once the Workload API is serving and the
 // state it serves is trustworthy: either the first sync with the server
@@ -157,6 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.sync.Run(gctx)
 	})
 	g.Go(func() error { return a.runNode(gctx) })
+	g.Go(func() error { a.runReattest(gctx); return nil })
 	g.Go(func() error { a.watchReady(gctx); return nil })
 	err = g.Wait()
 

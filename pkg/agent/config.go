@@ -40,7 +40,10 @@ type Config struct {
 	// DataDir holds the cache, the agent SVID and the bundle; created 0700
 	// if missing. Required.
 	DataDir string
-	// ServerAddress is the server's agent API, HOST:PORT. Required.
+	// ServerAddress is the servers' agent API: HOST:PORT, or several
+	// separated by commas; a host may be a DNS name standing for several
+	// servers. The agent connects to one and fails over to the others.
+	// Required.
 	ServerAddress string
 	// TrustBundleFile is a PEM file of the server's CA certificates, used
 	// to verify the server until the agent holds a bundle of its own.
@@ -81,7 +84,7 @@ func (cfg *Config) validate() error {
 	if cfg.DataDir == "" {
 		add("data_dir: must be set")
 	}
-	if err := checkHostPort(cfg.ServerAddress); err != nil {
+	if err := checkServers(cfg.ServerAddress); err != nil {
 		add("server_address: %v", err)
 	}
 	if cfg.TrustBundleFile != "" && cfg.InsecureBootstrap {

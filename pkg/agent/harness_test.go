@@ -39,18 +39,29 @@ type testServer struct {
 // accepting join tokens and the extra node attestors given.
 func startServer(t testing.TB, dataDir string, extra ...attestor.NodeVerifier) *testServer {
 	t.Helper()
-	sockDir := shortTempDir(t)
-	srv, err := server.New(server.Config{
+	return runServer(t, serverConfig(t, dataDir, extra...))
+}
+
+// serverConfig is the config startServer runs a server with.
+func serverConfig(t testing.TB, dataDir string, extra ...attestor.NodeVerifier) server.Config {
+	t.Helper()
+	return server.Config{
 		TrustDomain: td,
 		DataDir:     dataDir,
 		BindAddress: "127.0.0.1:0",
-		AdminSocket: filepath.Join(sockDir, "server.sock"),
+		AdminSocket: filepath.Join(shortTempDir(t), "server.sock"),
 		NodeVerifiers: func(d server.VerifierDeps) ([]attestor.NodeVerifier, error) {
 			vs, err := all.NodeVerifiers(all.NodeVerifierConfig{TrustDomain: d.TrustDomain, Tokens: d.Store, Clock: d.Clock, Log: d.Log})
 			return append(vs, extra...), err
 		},
 		Log: testLogger(t, "server"),
-	})
+	}
+}
+
+// runServer runs a server with cfg until the test ends.
+func runServer(t testing.TB, cfg server.Config) *testServer {
+	t.Helper()
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func (a *Agent) attestOnce(ctx context.Context) error {
 // against the bundle it will send.
 func (a *Agent) attestConn() (*grpc.ClientConn, *peerCerts, error) {
 	if a.bundleSrc.Get() != nil {
-		conn, err := dial(a.cfg.ServerAddress, a.cfg.TrustDomain, nil, a.bundleSrc)
+		conn, err := dial(a.cfg.ServerAddress, a.cfg.TrustDomain, nil, a.bundleSrc, a.log)
 		return conn, nil, err
 	}
 	if !a.cfg.InsecureBootstrap {
@@ -144,7 +144,7 @@ func (a *Agent) attestConn() (*grpc.ClientConn, *peerCerts, error) {
 	}
 	a.log.Warn("attesting WITHOUT verifying the server (--insecure-bootstrap): " +
 		"the bundle it returns will be trusted from now on")
-	return insecureDial(a.cfg.ServerAddress)
+	return insecureDial(a.cfg.ServerAddress, a.log)
 }
 
 // adoptSVID makes a new agent SVID (and its bundle) current and persists
@@ -164,13 +164,12 @@ func (a *Agent) adoptSVID(res *agentsvid.Result) {
 // connect replaces the server connection with one presenting the current
 // SVID, and wakes the parts waiting for it.
 func (a *Agent) connect() error {
-	conn, err := dial(a.cfg.ServerAddress, a.cfg.TrustDomain, a.svidSrc, a.bundleSrc)
+	conn, err := dial(a.cfg.ServerAddress, a.cfg.TrustDomain, a.svidSrc, a.bundleSrc, a.log)
 	if err != nil {
 		return err
 	}
-	if old := a.conn.swap(conn); old != nil {
-		_ = old.Close()
-	}
+	// Grant requests waiting for a human keep the old connection open.
+	a.conn.retire(a.conn.swap(conn))
 	a.connOnce.Do(func() { close(a.connected) })
 	a.manager.RetryNow()
 	a.sync.RetryNow()

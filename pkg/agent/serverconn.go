@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -61,6 +62,7 @@ type serverConn struct {
 	client   agentv1.AgentServiceClient
 	gen      uint64
 	refusals chan *refusal
+	grants   grantStreams // grant requests in flight, per connection (grants.go)
 }
 
 func newServerConn() *serverConn {
@@ -165,7 +167,7 @@ func (o *observedStream) Recv() (*agentv1.SyncResponse, error) {
 // server's SPIFFE ID against bundle, and presenting svid when it is not
 // nil. The sources are read at every handshake, so rotated bundles and
 // SVIDs take effect on reconnection.
-func dial(addr string, td spiffeid.TrustDomain, svid x509svid.Source, bundle x509bundle.Source) (*grpc.ClientConn, error) {
+func dial(addr string, td spiffeid.TrustDomain, svid x509svid.Source, bundle x509bundle.Source, log *slog.Logger) (*grpc.ClientConn, error) {
 	authz := tlsconfig.AuthorizeID(agentid.Server(td))
 	var conf *tls.Config
 	if svid != nil {
@@ -174,11 +176,13 @@ func dial(addr string, td spiffeid.TrustDomain, svid x509svid.Source, bundle x50
 		conf = tlsconfig.TLSClientConfig(bundle, authz)
 	}
 	conf.MinVersion = tls.VersionTLS13
-	return newClient(addr, conf)
+	return newClient(addr, conf, log)
 }
 
-func newClient(addr string, conf *tls.Config) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+// newClient connects to any of the servers addr lists (servers.go).
+func newClient(addr string, conf *tls.Config, log *slog.Logger) (*grpc.ClientConn, error) {
+	target, opts := serverTarget(addr, log)
+	conn, err := grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(conf)))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to server %s: %w", addr, err)
 	}
@@ -189,7 +193,7 @@ func newClient(addr string, conf *tls.Config) (*grpc.ClientConn, error) {
 // bootstrap attestation --insecure-bootstrap allows. The certificates the
 // server presented are kept, so that the agent can check afterwards that
 // they chain to the bundle the server sent.
-func insecureDial(addr string) (*grpc.ClientConn, *peerCerts, error) {
+func insecureDial(addr string, log *slog.Logger) (*grpc.ClientConn, *peerCerts, error) {
 	pc := &peerCerts{}
 	conf := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
@@ -199,7 +203,7 @@ func insecureDial(addr string) (*grpc.ClientConn, *peerCerts, error) {
 			return nil
 		},
 	}
-	conn, err := newClient(addr, conf)
+	conn, err := newClient(addr, conf, log)
 	return conn, pc, err
 }
 

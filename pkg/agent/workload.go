@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/nhid/nhid/pkg/agent/grants"
 	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/telemetry"
 	"github.com/nhid/nhid/pkg/workloadapi"
@@ -17,8 +18,9 @@ import (
 
 // workloadServer is the Workload API being served.
 type workloadServer struct {
-	srv  *grpc.Server
-	done chan struct{}
+	srv    *grpc.Server
+	grants *grants.Handler
+	done   chan struct{}
 }
 
 // startWorkloadAPI serves the SPIFFE Workload API on the agent socket:
@@ -34,13 +36,18 @@ func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workload API: %w", err)
 	}
+	gh, err := a.newGrantsHandler()
+	if err != nil {
+		return nil, err
+	}
 	lis, err := peercred.ListenConfig{Log: a.log}.Listen(a.cfg.SocketPath)
 	if err != nil {
 		return nil, fmt.Errorf("workload API: %w", err)
 	}
 	srv := newWorkloadGRPCServer(a.reg)
 	h.Register(srv)
-	ws := &workloadServer{srv: srv, done: make(chan struct{})}
+	gh.Register(srv) // the Grant API shares the socket, attestation and header check
+	ws := &workloadServer{srv: srv, grants: gh, done: make(chan struct{})}
 	go func() {
 		defer close(ws.done)
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -65,12 +72,13 @@ func newWorkloadGRPCServer(reg prometheus.Registerer) *grpc.Server {
 	)
 }
 
-// stopWorkloadAPI ends every subscription, so that open streams finish
-// (clients reconnect), waits for calls in flight up to shutdownTimeout,
-// and removes the socket.
+// stopWorkloadAPI ends every subscription and grant request, so that open
+// streams finish (clients reconnect), waits for calls in flight up to
+// shutdownTimeout, and removes the socket.
 func (a *Agent) stopWorkloadAPI(ws *workloadServer) {
 	a.serving.Store(false)
 	a.manager.CloseSubscriptions()
+	ws.grants.Stop()
 	stopped := make(chan struct{})
 	go func() {
 		ws.srv.GracefulStop()

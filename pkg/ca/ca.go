@@ -110,6 +110,9 @@ type CA struct {
 	// view is what signing and the accessors read, replaced as a whole
 	// after every state change so that signing takes no lock.
 	view atomic.Pointer[view]
+
+	// txn signs Transaction Tokens with the active JWT key (see txn.go).
+	txn atomic.Pointer[txnSigner]
 }
 
 // New loads the CA persisted in cfg.Dir, or creates one, and makes sure the

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -34,6 +35,9 @@ type X509Params struct {
 	// extensions (OIDs under id-ce 2.5.29 and id-pe 1.3.6.1.5.5.7.1) are
 	// refused: the SVID profile fixes those.
 	ExtraExtensions []pkix.Extension
+	// Purpose, if set, is written into the SVID as nhid's purpose
+	// attribute (see svid.PurposeExtension and docs/purpose.md).
+	Purpose *svid.Purpose
 }
 
 // maxExtraExtensions bounds ExtraExtensions; nhid adds one or two.
@@ -81,6 +85,13 @@ func (c *CA) SignX509SVID(ctx context.Context, p X509Params) ([]*x509.Certificat
 		return nil, err
 	}
 	tmpl.ExtraExtensions = p.ExtraExtensions
+	if p.Purpose != nil {
+		ext, err := svid.PurposeExtension(*p.Purpose)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = append(slices.Clip(p.ExtraExtensions), ext)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, p.PublicKey, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign X.509-SVID for %s: %w", p.ID, err)

@@ -55,7 +55,7 @@ func (s *Server) listen(ctx context.Context, c *components) error {
 		haddr := c.httpLis.Addr()
 		s.httpAddr.Store(&haddr)
 	}
-	return nil
+	return s.listenRelyingParty(ctx, c)
 }
 
 // buildServers assembles both gRPC servers and the HTTP server. Metrics

@@ -23,6 +23,7 @@ type maintenanceStore interface {
 	PruneTombstones(ctx context.Context, beforeRevision int64) error
 	PruneIssued(ctx context.Context, expiredBefore time.Time) (int, error)
 	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
+	PruneGrants(ctx context.Context, endedBefore time.Time) (int, error)
 }
 
 // revSample is the store revision seen at a time: tombstones are pruned by
@@ -41,6 +42,7 @@ type maintenance struct {
 	tombstone time.Duration
 	ledger    time.Duration
 	tokens    time.Duration
+	grants    time.Duration
 
 	samples   []revSample
 	lastPrune time.Time
@@ -59,6 +61,7 @@ func newMaintenance(cfg Config, st maintenanceStore, log *slog.Logger) *maintena
 	return &maintenance{
 		st: st, clock: cfg.Clock, log: log.With(telemetry.Component, "maintenance"),
 		every: cfg.MaintenanceEvery, tombstone: cfg.TombstoneRetention, ledger: cfg.LedgerRetention, tokens: cfg.TokenRetention,
+		grants:  cfg.Grants.Retention,
 		entries: gauge("entries", "Registration entries in the store."),
 		nodes:   gauge("nodes", "Attested nodes in the store."),
 	}
@@ -113,6 +116,11 @@ func (m *maintenance) prune(ctx context.Context, now time.Time) {
 		m.warn(ctx, "prune ledger", err)
 	} else if n > 0 {
 		m.log.Info("pruned expired ledger rows", telemetry.Count, n)
+	}
+	if n, err := m.st.PruneGrants(ctx, now.Add(-m.grants)); err != nil {
+		m.warn(ctx, "prune grants", err)
+	} else if n > 0 {
+		m.log.Info("pruned ended grants", telemetry.Count, n)
 	}
 	rev, err := m.st.Revision(ctx)
 	if err != nil {

@@ -15,26 +15,32 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/nhid/nhid/pkg/ca"
+	"github.com/nhid/nhid/pkg/grant"
+	"github.com/nhid/nhid/pkg/policy"
 	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/server/agentapi"
+	"github.com/nhid/nhid/pkg/server/relyingparty"
 	"github.com/nhid/nhid/pkg/server/servertls"
-	"github.com/nhid/nhid/pkg/store/bolt"
+	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
 )
 
 // components are the parts Run assembles, in the order they are opened.
 type components struct {
-	store  *bolt.Store
+	store  store.Store
 	ca     *ca.CA
 	agent  *agentapi.Service
 	admin  *adminapi.Service
 	tls    *servertls.Source
 	health *health.Server
+	policy *policy.Engine // nil without a policy
+	grants *grant.Service
+	rp     *relyingparty.Server // nil when disabled
 
 	agentSrv, adminSrv *grpc.Server
 	httpSrv            *http.Server
 
-	agentLis, adminLis, httpLis net.Listener
+	agentLis, adminLis, httpLis, rpLis net.Listener
 }
 
 // Run opens everything, serves until ctx ends or a component fails, then
@@ -65,8 +71,7 @@ func (s *Server) open(ctx context.Context) (_ *components, err error) {
 	if err := ensureDataDir(s.cfg.DataDir, s.log); err != nil {
 		return nil, err
 	}
-	dbPath := filepath.Join(s.cfg.DataDir, "nhid.db")
-	st, err := bolt.Open(dbPath, bolt.Options{Log: s.log.With(telemetry.Component, "store"), Clock: s.cfg.Clock})
+	st, err := s.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +90,7 @@ func (s *Server) open(ctx context.Context) (_ *components, err error) {
 	return c, nil
 }
 
-func (s *Server) openCA(ctx context.Context, st *bolt.Store) (*ca.CA, error) {
+func (s *Server) openCA(ctx context.Context, st store.Store) (*ca.CA, error) {
 	cc := s.cfg.CA
 	authority, err := ca.New(ctx, ca.Config{
 		TrustDomain: s.cfg.TrustDomain, Dir: filepath.Join(s.cfg.DataDir, "ca"),
@@ -106,11 +111,15 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 	if err != nil {
 		return fmt.Errorf("node attestors: %w", err)
 	}
+	if err := s.buildGrants(c); err != nil {
+		return err
+	}
 	sv := s.cfg.SVID
 	c.agent, err = agentapi.New(agentapi.Config{
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, CA: c.ca, Verifiers: verifiers,
 		Log: s.log, Clock: s.cfg.Clock, Metrics: s.cfg.Metrics,
 		AgentSVIDTTL: sv.AgentTTL, DefaultX509TTL: sv.DefaultX509TTL, DefaultJWTTTL: sv.DefaultJWTTTL, MaxJWTTTL: sv.MaxJWTTTL,
+		Grants: c.grants,
 	})
 	if err != nil {
 		return err
@@ -118,6 +127,7 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 	c.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, Log: s.log.With(telemetry.Component, "adminapi"),
 		Clock: s.cfg.Clock, DefaultTokenTTL: s.cfg.JoinTokenDefaultTTL,
+		Grants: c.grants, Ledger: c.store,
 	})
 	if err != nil {
 		return err
@@ -128,6 +138,9 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 		Clock:   s.cfg.Clock, Log: s.log,
 	})
 	if err != nil {
+		return err
+	}
+	if err := s.buildRelyingParty(c); err != nil {
 		return err
 	}
 	return c.tls.Rotate(ctx)
@@ -142,7 +155,8 @@ func (s *Server) serve(ctx context.Context, c *components) error {
 	jobs.Go(func() error { return c.ca.Run(jobsCtx) })
 	jobs.Go(func() error { return c.tls.Run(jobsCtx) })
 	jobs.Go(func() error { return c.agent.Run(jobsCtx) })
-	jobs.Go(func() error { return newMaintenance(s.cfg, c.store, s.log).run(jobsCtx) })
+	jobs.Go(func() error { return s.runLeaderJobs(jobsCtx, c.store) })
+	s.runGrantJobs(jobsCtx, c, jobs.Go)
 
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- serveGRPC("agent API", c.agentSrv, c.agentLis) }()
@@ -233,7 +247,7 @@ func (s *Server) removeAdminSocket() {
 }
 
 func (c *components) closeListeners() {
-	for _, l := range []net.Listener{c.agentLis, c.adminLis, c.httpLis} {
+	for _, l := range []net.Listener{c.agentLis, c.adminLis, c.httpLis, c.rpLis} {
 		if l != nil {
 			_ = l.Close()
 		}

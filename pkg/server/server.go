@@ -23,6 +23,7 @@ import (
 
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/clock"
+	"github.com/nhid/nhid/pkg/policy"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/svid"
 	"github.com/nhid/nhid/pkg/telemetry"
@@ -80,8 +81,11 @@ type SVIDConfig struct {
 type Config struct {
 	// TrustDomain of the server. Required.
 	TrustDomain spiffeid.TrustDomain
-	// DataDir holds nhid.db and ca/; created 0700. Required.
+	// DataDir holds nhid.db (with the bolt store) and ca/; created 0700.
+	// Required.
 	DataDir string
+	// Store selects the store: bbolt in DataDir (default) or etcd.
+	Store StoreConfig
 	// BindAddress is the agent API's TCP address; default 127.0.0.1:8081.
 	BindAddress string
 	// AdminSocket is the admin API's Unix socket; default /run/nhid/server.sock.
@@ -114,6 +118,13 @@ type Config struct {
 	TokenRetention time.Duration
 	// MaintenanceEvery is the period of pruning and gauges; default 5m.
 	MaintenanceEvery time.Duration
+	// Policy locates the grant policy; without one, grants are refused.
+	Policy PolicyConfig
+	// Grants holds the grant settings (grants.go).
+	Grants GrantsConfig
+	// RelyingPartyAddress serves /introspect and /jwks over mTLS; ""
+	// disables them (the binary defaults it to DefaultRelyingPartyAddress).
+	RelyingPartyAddress string
 	// Log defaults to discarding.
 	Log *slog.Logger
 	// Clock defaults to the wall clock.
@@ -136,6 +147,9 @@ type Server struct {
 	stopping  atomic.Bool
 	agentAddr atomic.Pointer[net.Addr]
 	httpAddr  atomic.Pointer[net.Addr]
+	rpAddr    atomic.Pointer[net.Addr]
+	// policy is the grant policy engine once loaded, for ReloadPolicy.
+	policy atomic.Pointer[policy.Engine]
 	// readyCheck answers /readyz once the store is open.
 	readyCheck atomic.Pointer[func() error]
 }
@@ -196,6 +210,8 @@ func (cfg *Config) setDefaults() error {
 			*d.v = d.def
 		}
 	}
+	errs = append(errs, cfg.checkGrants()...)
+	errs = append(errs, cfg.Store.check()...)
 	cfg.Log = telemetry.OrDiscard(cfg.Log)
 	cfg.Clock = clock.OrReal(cfg.Clock)
 	if cfg.Metrics == nil {

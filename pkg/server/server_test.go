@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testConfig(t *testing.T, dataDir, socketDir string) Config {
+func testConfig(t testing.TB, dataDir, socketDir string) Config {
 	t.Helper()
 	return Config{
 		TrustDomain:   td,
@@ -59,7 +59,7 @@ func testConfig(t *testing.T, dataDir, socketDir string) Config {
 }
 
 // start runs a Server until the returned stop is called.
-func start(t *testing.T, cfg Config) (*Server, func()) {
+func start(t testing.TB, cfg Config) (*Server, func()) {
 	t.Helper()
 	srv, err := New(cfg)
 	if err != nil {
@@ -97,7 +97,7 @@ func start(t *testing.T, cfg Config) (*Server, func()) {
 	return srv, stop
 }
 
-func adminConn(t *testing.T, srv *Server) *grpc.ClientConn {
+func adminConn(t testing.TB, srv *Server) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+srv.AdminSocket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -107,7 +107,7 @@ func adminConn(t *testing.T, srv *Server) *grpc.ClientConn {
 	return conn
 }
 
-func bundleOf(t *testing.T, conn *grpc.ClientConn) *x509bundle.Bundle {
+func bundleOf(t testing.TB, conn *grpc.ClientConn) *x509bundle.Bundle {
 	t.Helper()
 	resp, err := adminv1.NewBundleServiceClient(conn).GetBundle(context.Background(), &adminv1.GetBundleRequest{})
 	if err != nil {
@@ -124,7 +124,7 @@ func bundleOf(t *testing.T, conn *grpc.ClientConn) *x509bundle.Bundle {
 	return x509bundle.FromX509Authorities(td, certs)
 }
 
-func agentConn(t *testing.T, srv *Server, tlsCfg *tls.Config) *grpc.ClientConn {
+func agentConn(t testing.TB, srv *Server, tlsCfg *tls.Config) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
@@ -222,7 +222,7 @@ func checkHealth(t *testing.T, srv *Server, agentAPI, adminAPI *grpc.ClientConn)
 	}
 }
 
-func attest(t *testing.T, client agentv1.AgentServiceClient, token string, key crypto.Signer) *x509svid.SVID {
+func attest(t testing.TB, client agentv1.AgentServiceClient, token string, key crypto.Signer) *x509svid.SVID {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -257,7 +257,7 @@ func attest(t *testing.T, client agentv1.AgentServiceClient, token string, key c
 	return sv
 }
 
-func newKey(t *testing.T) crypto.Signer {
+func newKey(t testing.TB) crypto.Signer {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

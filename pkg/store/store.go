@@ -1,6 +1,6 @@
 // Package store defines what nhid-server persists and the contract every
-// backend (bbolt in store/bolt, etcd later) must honour. The conformance
-// suite in store/storetest is that contract in executable form.
+// backend (bbolt in store/bolt, etcd in store/etcd) must honour. The
+// conformance suite in store/storetest is that contract in executable form.
 //
 // Records are the nhid.types.v1 protobuf messages. Backends own their copies:
 // what a caller passes in or gets back is never aliased by the store.
@@ -37,6 +37,10 @@ var (
 	// ErrInvalidArgument: a malformed argument such as a bad page token, a
 	// negative page size or revision; the message names it.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrUnavailable: a distributed backend cannot serve the call now (no
+	// quorum, no reachable member); the caller may retry later. A write
+	// that fails this way may or may not have been applied.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Store is everything nhid-server persists. Consumers should depend on the
@@ -47,6 +51,7 @@ type Store interface {
 	TokenStore
 	BundleStore
 	LedgerStore
+	GrantStore
 	Watcher
 	// Revision is the current global revision.
 	Revision(ctx context.Context) (int64, error)
@@ -163,11 +168,15 @@ const (
 	EventEntry EventKind = iota + 1
 	EventNode
 	EventBundle
+	// EventGrant is delivered only by GrantStore.WatchGrants, never by Watch.
+	EventGrant
 )
 
 // Event is one committed change. For entries, Entry is the new state (nil on
 // delete) and PrevEntry the old one (nil on create). For nodes, Node is the
-// new state (nil on delete) and PrevNode the old one.
+// new state (nil on delete) and PrevNode the old one. For grants, Grant is
+// the new state and PrevGrant the old one (nil on create); their Revision is
+// the grant's own revision (see GrantStore).
 type Event struct {
 	Revision  int64
 	Kind      EventKind
@@ -176,6 +185,8 @@ type Event struct {
 	Node      *typesv1.Node
 	PrevNode  *typesv1.Node
 	Bundle    *typesv1.Bundle
+	Grant     *typesv1.Grant
+	PrevGrant *typesv1.Grant
 }
 
 // Watcher streams committed changes.

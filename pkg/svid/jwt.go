@@ -43,6 +43,16 @@ type JWTSigner struct {
 // NewJWTSigner prepares signing with key, whose tokens carry keyID as
 // "kid" and "JWT" as "typ" in their protected header.
 func NewJWTSigner(key crypto.Signer, keyID string) (*JWTSigner, error) {
+	return NewTypedJWTSigner(key, keyID, "JWT")
+}
+
+// NewTypedJWTSigner is NewJWTSigner with another "typ" header, such as
+// "txntoken+jwt" for OAuth Transaction Tokens, so that one kind of token
+// can never be mistaken for another signed by the same key.
+func NewTypedJWTSigner(key crypto.Signer, keyID, typ string) (*JWTSigner, error) {
+	if typ == "" {
+		return nil, errors.New("jwt type: empty")
+	}
 	if key == nil {
 		return nil, errors.New("jwt key: missing")
 	}
@@ -61,7 +71,7 @@ func NewJWTSigner(key crypto.Signer, keyID string) (*JWTSigner, error) {
 		// Keys held elsewhere (an HSM, a KMS) sign through crypto.Signer.
 		joseKey = cryptosigner.Opaque(key)
 	}
-	opts := (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", keyID)
+	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", keyID)
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: joseKey}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("jwt signer: %w", err)

@@ -33,5 +33,41 @@ const (
 	Hint        = "hint"
 )
 
+// Log keys of container and image attestation.
+const (
+	ContainerID = "container_id"
+	Image       = "image"
+	Digest      = "digest"
+)
+
+// Log keys of Kubernetes attestation.
+const (
+	Cluster        = "cluster"
+	PodNamespace   = "pod_namespace"
+	ServiceAccount = "service_account"
+	PodName        = "pod_name"
+	NodeName       = "node_name"
+)
+
+// Log keys of grant decisions. The grant's Txn-Token is never logged.
+const (
+	GrantID = "grant_id"
+	Rule    = "rule"
+	Effect  = "effect"
+	Scopes  = "scopes"
+)
+
+// Log keys of TPM attestation.
+const (
+	// EKPubHash is a TPM's identity: the hex SHA-256 of its EK public key.
+	EKPubHash = "ek_pubhash"
+)
+
+// Log keys of audit records. Until the audit trail exists, an audit record
+// is a log line with the message "audit" and its event name under Event.
+const (
+	Event = "event"
+)
+
 // Namespace prefixes every nhid metric name.
 const Namespace = "nhid"

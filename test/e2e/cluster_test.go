@@ -37,6 +37,7 @@ func startServerAt(t testing.TB, dir string, port int) *server {
 		"--bind", s.addr(),
 		"--admin-socket", s.adminSock,
 		"--health-address", fmt.Sprintf("127.0.0.1:%d", s.healthPort),
+		"--relying-party-address", "127.0.0.1:0",
 		"--log-level", "debug")
 	eventually(t, waitTimeout, "nhid-server ready", func() error {
 		if s.exited() {

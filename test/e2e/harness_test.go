@@ -49,7 +49,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	build := exec.Command("go", "build", "-o", dir+"/",
-		"./cmd/nhid-server", "./cmd/nhid-agent", "./cmd/nhidctl", "./test/e2e/probe")
+		"./cmd/nhid-server", "./cmd/nhid-agent", "./cmd/nhidctl", "./test/e2e/probe", "./test/e2e/etcdmember",
+		"./examples/agent-task", "./examples/resource-server")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: building the binaries: %v\n%s", err, out)

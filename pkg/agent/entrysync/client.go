@@ -131,6 +131,12 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		failures++
 		wait := backoff(failures)
+		var busy *busyError
+		if errors.As(err, &busy) {
+			// The server asked for a pause: come back no sooner, so that a
+			// reconnect storm drains instead of hammering it.
+			wait = max(wait, busy.retryAfter)
+		}
 		c.metrics.reconnects.Inc()
 		c.log.Warn("entry sync stream ended; reconnecting",
 			"retry_in", wait.Round(time.Millisecond), telemetry.Error, err)
@@ -164,7 +170,7 @@ func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
 			return progressed, errors.New("server closed the sync stream")
 		}
 		if err != nil {
-			return progressed, fmt.Errorf("receive sync message: %w", err)
+			return progressed, withRetryHint(fmt.Errorf("receive sync message: %w", err), st.Trailer())
 		}
 		if err := c.handle(msg); err != nil {
 			return progressed, err

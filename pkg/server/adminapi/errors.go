@@ -50,6 +50,11 @@ func (s *Service) storeCode(ctx context.Context, err error) (codes.Code, string)
 		return codes.DeadlineExceeded, "request deadline exceeded"
 	case errors.Is(err, store.ErrClosed):
 		return codes.Unavailable, "nhid-server is shutting down; retry once it is back"
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.WarnContext(ctx, "admin api store unavailable",
+			telemetry.Method, methodName(ctx), telemetry.Error, err.Error())
+		return codes.Unavailable, "the store is unavailable (etcd has no quorum or cannot be reached); " +
+			"retry later: a write that failed this way may or may not have been applied"
 	}
 	s.log.ErrorContext(ctx, "admin api store failure",
 		telemetry.Method, methodName(ctx), telemetry.Error, err.Error())

@@ -87,6 +87,10 @@ type Config struct {
 	DefaultTokenTTL time.Duration
 	// MaxTokenTTL is the longest join token lifetime allowed. Default 7 days.
 	MaxTokenTTL time.Duration
+	// Grants, if set, serves GrantService (grants.go).
+	Grants Grants
+	// Ledger, if set, serves SVIDService (svids.go).
+	Ledger Ledger
 }
 
 // Service implements the four admin services over one store.
@@ -98,6 +102,8 @@ type Service struct {
 	limits   entry.Limits
 	tokenTTL time.Duration
 	maxTTL   time.Duration
+	grants   Grants
+	ledger   Ledger
 
 	// generateToken makes join tokens; a seam so tests can force an id
 	// collision.
@@ -117,6 +123,8 @@ func New(cfg Config) (*Service, error) {
 		limits:        cfg.Limits,
 		tokenTTL:      cfg.DefaultTokenTTL,
 		maxTTL:        cfg.MaxTokenTTL,
+		grants:        cfg.Grants,
+		ledger:        cfg.Ledger,
 		generateToken: jointoken.Generate,
 	}, nil
 }
@@ -154,10 +162,17 @@ func fillDefaults(cfg *Config) error {
 	return errors.Join(errs...)
 }
 
-// Register adds the entry, node, join token and bundle services to r.
+// Register adds the entry, node, join token and bundle services to r, and
+// the grant and SVID services when their dependencies are configured.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
 	adminv1.RegisterEntryServiceServer(r, &entryService{s: s})
 	adminv1.RegisterNodeServiceServer(r, &nodeService{s: s})
 	adminv1.RegisterJoinTokenServiceServer(r, &tokenService{s: s})
 	adminv1.RegisterBundleServiceServer(r, &bundleService{s: s})
+	if s.grants != nil {
+		adminv1.RegisterGrantServiceServer(r, &grantService{s: s})
+	}
+	if s.ledger != nil {
+		adminv1.RegisterSVIDServiceServer(r, &svidService{s: s})
+	}
 }

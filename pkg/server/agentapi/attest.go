@@ -249,6 +249,10 @@ func (s *Service) admitNode(ctx context.Context, log *slog.Logger, typ string, r
 		SvidExpiresAt: leaf.NotAfter.Unix(),
 		AttestedAt:    now.Unix(),
 		LastSeenAt:    now.Unix(),
+		// A passing attestation makes an UNTRUSTED node ACTIVE again and
+		// restarts its continuous attestation from this evidence.
+		AttestorState: r.State,
+		VerifiedAt:    now.Unix(),
 	}
 	if err := s.upsertNode(ctx, node); err != nil {
 		if status.Code(err) == codes.PermissionDenied {

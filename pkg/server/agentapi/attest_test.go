@@ -47,11 +47,12 @@ func TestAttest_JoinTokenIssuesAgentSVIDOnlyOnce(t *testing.T) {
 		SvidSerial: serialHex(sv.Certificates[0]), SvidExpiresAt: sv.Certificates[0].NotAfter.Unix(),
 	}
 	if diff := cmp.Diff(want, node, protocmp.Transform(),
-		protocmp.IgnoreFields(&typesv1.Node{}, "attested_at", "last_seen_at", "revision")); diff != "" {
+		protocmp.IgnoreFields(&typesv1.Node{}, "attested_at", "last_seen_at", "revision", "verified_at")); diff != "" {
 		t.Errorf("node record mismatch (-want +got):\n%s", diff)
 	}
-	if node.GetAttestedAt() < before {
-		t.Errorf("attested_at = %d, want >= %d", node.GetAttestedAt(), before)
+	if node.GetAttestedAt() < before || node.GetVerifiedAt() != node.GetAttestedAt() {
+		t.Errorf("attested_at = %d, verified_at = %d; want both the attestation's time, >= %d",
+			node.GetAttestedAt(), node.GetVerifiedAt(), before)
 	}
 	row, err := h.store.GetIssued(context.Background(), serialHex(sv.Certificates[0]))
 	if err != nil {

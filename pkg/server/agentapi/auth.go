@@ -26,7 +26,10 @@ import (
 // Sync stream sees.
 const lastSeenInterval = time.Minute
 
-var servicePrefix = "/" + agentv1.AgentService_ServiceDesc.ServiceName + "/"
+var (
+	servicePrefix      = "/" + agentv1.AgentService_ServiceDesc.ServiceName + "/"
+	grantServicePrefix = "/" + agentv1.AgentGrantService_ServiceDesc.ServiceName + "/"
+)
 
 // Messages of the PermissionDenied answers agents branch on.
 const (
@@ -34,6 +37,9 @@ const (
 	msgBanned     = "node banned"
 	msgSuperseded = "agent SVID superseded"
 	msgUnknown    = "node unknown: attest again"
+	// msgUntrusted prefixes the refusals of an UNTRUSTED node's renewals
+	// and mints; it deliberately does not ask the agent to attest again.
+	msgUntrusted = "node untrusted"
 )
 
 // caller is the authenticated agent of a request.
@@ -55,7 +61,8 @@ func callerFrom(ctx context.Context) (*caller, error) {
 }
 
 // AuthInterceptors authenticate agent API calls: every AgentService method
-// but Attest requires the agent's X.509-SVID as TLS client certificate. The
+// but Attest, and every AgentGrantService method, requires the agent's
+// X.509-SVID as TLS client certificate. The
 // TLS layer (pkg/server/servertls) has verified the chain at the handshake;
 // the interceptors verify it again against the bundle as it is now, because
 // a connection outlives bundle changes, then require an agent ID of the
@@ -87,6 +94,9 @@ func (s *Service) AuthInterceptors() (grpc.UnaryServerInterceptor, grpc.StreamSe
 }
 
 func needsAuth(method string) bool {
+	if strings.HasPrefix(method, grantServicePrefix) {
+		return true
+	}
 	return strings.HasPrefix(method, servicePrefix) && method != agentv1.AgentService_Attest_FullMethodName
 }
 
@@ -138,9 +148,11 @@ func (s *Service) peerSVID(ctx context.Context) (spiffeid.ID, string, error) {
 }
 
 // checkNode decides whether node, presenting an SVID with serial, is served.
+// An UNTRUSTED node is: it keeps Sync and Reattest, so that it can recover,
+// while checkTrusted refuses its renewals and mints.
 func checkNode(node *typesv1.Node, serial string) error {
 	switch node.GetStatus() {
-	case typesv1.NodeStatus_NODE_STATUS_ACTIVE:
+	case typesv1.NodeStatus_NODE_STATUS_ACTIVE, typesv1.NodeStatus_NODE_STATUS_UNTRUSTED:
 	case typesv1.NodeStatus_NODE_STATUS_BANNED:
 		return status.Error(codes.PermissionDenied, msgBanned)
 	default:
@@ -196,6 +208,10 @@ func (s *contextStream) Context() context.Context { return s.ctx }
 func (s *Service) internal(ctx context.Context, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return status.FromContextError(ctxErr).Err()
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		telemetry.Logger(ctx, s.log).Warn("agent API call failed: store unavailable", "op", op, telemetry.Error, err.Error())
+		return status.Error(codes.Unavailable, fmt.Sprintf("%s failed: the store is unavailable; retry later", op))
 	}
 	telemetry.Logger(ctx, s.log).Error("agent API call failed", "op", op, telemetry.Error, err.Error())
 	return status.Error(codes.Internal, fmt.Sprintf("internal error: %s failed", op))

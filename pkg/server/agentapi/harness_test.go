@@ -33,6 +33,7 @@ import (
 	"github.com/nhid/nhid/pkg/entry"
 	tokenfmt "github.com/nhid/nhid/pkg/jointoken"
 	"github.com/nhid/nhid/pkg/server/servertls"
+	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/store/bolt"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -47,7 +48,7 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 // verifiers, the server TLS source and a gRPC server on TCP loopback.
 type harness struct {
 	t      testing.TB
-	store  *bolt.Store
+	store  store.Store
 	ca     *ca.CA
 	svc    *Service
 	addr   string
@@ -58,6 +59,8 @@ type harness struct {
 type harnessSettings struct {
 	watchBuffer int
 	config      func(*Config)
+	// open, if set, opens the store instead of a bbolt file.
+	open func(testing.TB) store.Store
 }
 
 type harnessOpt func(*harnessSettings)
@@ -65,6 +68,11 @@ type harnessOpt func(*harnessSettings)
 // withWatchBuffer sets the store's per-watcher event buffer.
 func withWatchBuffer(n int) harnessOpt {
 	return func(s *harnessSettings) { s.watchBuffer = n }
+}
+
+// withStore runs the harness on the store open returns.
+func withStore(open func(testing.TB) store.Store) harnessOpt {
+	return func(s *harnessSettings) { s.open = open }
 }
 
 // withConfig adjusts the service configuration.
@@ -79,11 +87,17 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 		o(&set)
 	}
 	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, "nhid.db"), bolt.Options{WatchBuffer: set.watchBuffer, Log: discard()})
-	if err != nil {
-		t.Fatal(err)
+	var st store.Store
+	if set.open != nil {
+		st = set.open(t)
+	} else {
+		b, err := bolt.Open(filepath.Join(dir, "nhid.db"), bolt.Options{WatchBuffer: set.watchBuffer, Log: discard()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		st = b
 	}
-	t.Cleanup(func() { _ = st.Close() })
 	ctx := context.Background()
 	authority, err := ca.New(ctx, ca.Config{TrustDomain: td, Dir: filepath.Join(dir, "ca"), Bundles: st, Log: discard()})
 	if err != nil {

@@ -37,6 +37,9 @@ func (s *Service) MintJWTSVID(ctx context.Context, req *agentv1.MintJWTSVIDReque
 	if err != nil {
 		return nil, err
 	}
+	if err := s.refuseUntrusted(ctx, c.node, "JWT-SVID minting"); err != nil {
+		return nil, err
+	}
 	if err := checkAudience(req.GetAudience()); err != nil {
 		return nil, err
 	}

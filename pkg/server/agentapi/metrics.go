@@ -22,6 +22,9 @@ type metrics struct {
 	issued        *prometheus.CounterVec
 	syncSnapshots *prometheus.CounterVec
 	syncStreams   prometheus.Gauge
+	// reattestations and reattestStreams are continuous attestation's.
+	reattestations  *prometheus.CounterVec
+	reattestStreams prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,6 +49,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: telemetry.Namespace, Subsystem: sub,
 			Name: "sync_streams",
 			Help: "Open Sync streams.",
+		})),
+		reattestations: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: sub,
+			Name: "reattestations_total",
+			Help: "Continuous attestation rounds by attestor and outcome (success, refused, error: no verdict).",
+		}, []string{"attestor", "outcome"})),
+		reattestStreams: telemetry.RegisterOrExisting(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: telemetry.Namespace, Subsystem: sub,
+			Name: "reattest_streams",
+			Help: "Open Reattest streams: nodes reachable for continuous attestation.",
 		})),
 	}
 }

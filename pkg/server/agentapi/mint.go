@@ -24,6 +24,9 @@ func (s *Service) MintX509SVIDs(ctx context.Context, req *agentv1.MintX509SVIDsR
 	if err != nil {
 		return nil, err
 	}
+	if err := s.refuseUntrusted(ctx, c.node, "X.509-SVID minting"); err != nil {
+		return nil, err
+	}
 	switch n := len(req.GetParams()); {
 	case n == 0:
 		return nil, status.Error(codes.InvalidArgument, "params: at least one item is required")
@@ -75,6 +78,7 @@ func (s *Service) mintX509(ctx context.Context, c *caller, az *authz, p *agentv1
 	}
 	chain, err := s.ca.SignX509SVID(ctx, ca.X509Params{
 		ID: id, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.GetDnsNames(),
+		Purpose: &svid.Purpose{EntryID: e.GetId(), Purpose: e.GetPurpose(), Owner: e.GetOwner()},
 	})
 	if err != nil {
 		st := status.Convert(s.internal(ctx, "sign X.509-SVID", err))

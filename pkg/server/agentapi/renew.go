@@ -23,6 +23,9 @@ func (s *Service) Renew(ctx context.Context, req *agentv1.RenewRequest) (*agentv
 	if err != nil {
 		return nil, err
 	}
+	if err := s.refuseUntrusted(ctx, c.node, "agent SVID renewal"); err != nil {
+		return nil, err
+	}
 	csr, err := svid.CheckCSR(req.GetCsr())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
@@ -39,6 +42,9 @@ func (s *Service) Renew(ctx context.Context, req *agentv1.RenewRequest) (*agentv
 	_, err = s.store.UpdateNode(ctx, c.id.String(), func(n *typesv1.Node) error {
 		// The node may have been evicted since the call was authenticated.
 		if err := checkNode(n, c.serial); err != nil {
+			return err
+		}
+		if err := s.checkTrusted(n); err != nil {
 			return err
 		}
 		n.PreviousSvidSerial = n.GetSvidSerial()

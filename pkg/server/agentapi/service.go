@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/nhid/nhid/pkg/agentid"
@@ -53,6 +54,7 @@ type Store interface {
 	GetNode(ctx context.Context, spiffeID string) (*typesv1.Node, error)
 	CreateNode(ctx context.Context, n *typesv1.Node) (*typesv1.Node, error)
 	UpdateNode(ctx context.Context, spiffeID string, fn func(*typesv1.Node) error) (*typesv1.Node, error)
+	ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*typesv1.Node, string, error)
 	GetBundle(ctx context.Context, trustDomain string) (*typesv1.Bundle, error)
 	RecordIssued(ctx context.Context, rows []*typesv1.IssuedSVID) error
 	Watch(ctx context.Context) (<-chan store.Event, error)
@@ -92,6 +94,14 @@ type Config struct {
 	// SnapshotPageSize is the Sync page size when the agent asks for none;
 	// default 1000.
 	SnapshotPageSize int
+	// SyncReads bounds the Sync streams reading a snapshot or resume at
+	// once, and SyncQueue those waiting for a turn; more are refused with
+	// a retry-after hint (syncgate.go). 0 takes DefaultSyncReads and
+	// DefaultSyncQueue.
+	SyncReads, SyncQueue int
+	// Grants, if set, serves AgentGrantService (grants.go); without it
+	// the service is not registered and agents get Unimplemented.
+	Grants Grants
 }
 
 // Service implements agentv1.AgentServiceServer.
@@ -111,12 +121,22 @@ type Service struct {
 	tracker   *tracker
 	bundles   *servertls.Bundles
 
+	// reattesters are the verifiers that attest connected nodes again
+	// (continuous attestation; reattest*.go), by type.
+	reattesters map[string]attestor.NodeReattester
+	hub         *reattestHub
+	sched       *scheduler
+	// sweepEvery is the period of the overdue sweep; a test seam.
+	sweepEvery time.Duration
+
 	// attestTimeout bounds a whole attestation; a test seam.
 	attestTimeout time.Duration
 
 	// attestSlots bounds concurrent attestations: Attest is the one
 	// unauthenticated call, so it must not be able to exhaust the server.
 	attestSlots chan struct{}
+	// syncGate bounds the Sync streams reading at once (syncgate.go).
+	syncGate *syncGate
 
 	// stopping is closed when Run returns, ending open Sync streams.
 	stopping     chan struct{}
@@ -141,9 +161,12 @@ func New(cfg Config) (*Service, error) {
 		clock:         cfg.Clock,
 		metrics:       newMetrics(cfg.Metrics),
 		tracker:       newTracker(),
+		reattesters:   make(map[string]attestor.NodeReattester),
+		hub:           newReattestHub(),
 		attestTimeout: maxAttestDuration,
 		stopping:      make(chan struct{}),
 		attestSlots:   make(chan struct{}, maxConcurrentAttestations),
+		syncGate:      newSyncGate(cfg.SyncReads, cfg.SyncQueue, cfg.Metrics),
 	}
 	s.serverID = agentid.Server(cfg.TrustDomain).String()
 	s.bundles = servertls.NewBundles(cfg.Store, cfg.TrustDomain, cfg.Clock)
@@ -157,9 +180,13 @@ func New(cfg Config) (*Service, error) {
 		}
 		s.verifiers[v.Type()] = v
 		types = append(types, v.Type())
+		if err := s.addReattester(i, v); err != nil {
+			return nil, err
+		}
 	}
 	sort.Strings(types)
 	s.known = strings.Join(types, ", ")
+	s.sched = newScheduler(s)
 	return s, nil
 }
 
@@ -213,6 +240,9 @@ func (cfg *Config) setDefaults() error {
 // Register adds the service to a gRPC server.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
 	agentv1.RegisterAgentServiceServer(r, s)
+	if s.cfg.Grants != nil {
+		agentv1.RegisterAgentGrantServiceServer(r, &grantService{s: s, grants: s.cfg.Grants})
+	}
 }
 
 // Run tracks the store changes Sync resumes depend on (alias entries and
@@ -220,7 +250,12 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 // falls back to a full snapshot, which is always correct. When Run returns,
 // open Sync streams end with Unavailable, so that a graceful stop of the
 // gRPC server does not wait for streams that never finish on their own.
+// Run also schedules the continuous attestation of connected nodes
+// (reattest_sched.go).
 func (s *Service) Run(ctx context.Context) error {
 	defer s.stoppingOnce.Do(func() { close(s.stopping) })
-	return s.tracker.run(ctx, s.store, s.td, s.log)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.tracker.run(ctx, s.store, s.td, s.log) })
+	g.Go(func() error { return s.sched.run(ctx) })
+	return g.Wait()
 }

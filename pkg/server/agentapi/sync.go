@@ -53,6 +53,8 @@ type syncStream struct {
 	bundleSeq uint64
 	sentFirst bool
 	expiry    expiryTracker
+	// holding: the stream holds a read slot of the sync gate.
+	holding bool
 }
 
 // Sync streams the entries authorised for the calling node.
@@ -88,7 +90,7 @@ func (ss *syncStream) run(since int64) error {
 	if err := ss.subscribe(); err != nil {
 		return err
 	}
-	if err := ss.start(since); err != nil {
+	if err := ss.gated(func() error { return ss.start(since) }); err != nil {
 		return err
 	}
 	for {

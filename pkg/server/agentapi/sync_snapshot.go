@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,6 +16,11 @@ import (
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
+
+// trackerCatchUp bounds the wait for the change tracker to see the
+// revision a resume reads at; with a shared store it may lag the store by
+// a watch round trip.
+const trackerCatchUp = 2 * time.Second
 
 // start answers the agent's since_revision with a resume when one can be
 // trusted, else with a full snapshot.
@@ -42,6 +48,12 @@ func (ss *syncStream) start(since int64) error {
 		// The agent holds a revision this store never reached: another
 		// store, or one restored from a backup. Only a snapshot is safe.
 		return ss.snapshot(reasonUnknown)
+	}
+	if !ss.s.tracker.waitObserved(ss.ctx, rev, trackerCatchUp) || !ss.s.tracker.resumeSafe(since, ss.c.id.String()) {
+		// An alias or node change this server has not seen yet may lie
+		// between since and rev (another server wrote it): a snapshot is
+		// safe, a resume may not be.
+		return ss.snapshot(reasonUntracked)
 	}
 	if slices.ContainsFunc(changed, func(e *typesv1.Entry) bool { return entry.IsAlias(ss.s.td, e) }) {
 		return ss.snapshot(reasonAlias)
@@ -80,8 +92,13 @@ func (ss *syncStream) loadNode() error {
 	return nil
 }
 
-// snapshot sends every entry authorised for the node, in pages.
+// snapshot sends every entry authorised for the node, in pages, holding a
+// read slot of the sync gate.
 func (ss *syncStream) snapshot(reason string) error {
+	return ss.gated(func() error { return ss.snapshotNow(reason) })
+}
+
+func (ss *syncStream) snapshotNow(reason string) error {
 	if err := ss.loadNode(); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -30,6 +31,13 @@ type tracker struct {
 	// nodeChangedAt is, per node, the last revision at which its selectors
 	// or existence changed.
 	nodeChangedAt map[string]int64
+	// observed is the revision of the last event seen (or knownFrom):
+	// with a store several servers share, an agent may resume from a
+	// revision another server sent it before this server's watch caught
+	// up, and the checks above are only complete up to observed.
+	observed int64
+	// progress is closed and replaced whenever observed moves.
+	progress chan struct{}
 
 	subscribed     chan struct{}
 	subscribedOnce sync.Once
@@ -40,6 +48,39 @@ func newTracker() *tracker {
 		knownFrom:     math.MaxInt64,
 		nodeChangedAt: make(map[string]int64),
 		subscribed:    make(chan struct{}),
+		progress:      make(chan struct{}),
+	}
+}
+
+// waitObserved waits, for at most maxWait, until every change up to rev
+// has been observed. Every change that moves the revision is an event,
+// so seeing one at rev or later means seeing all before it.
+func (t *tracker) waitObserved(ctx context.Context, rev int64, maxWait time.Duration) bool {
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		ok, progress := t.observed >= rev, t.progress
+		t.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-progress:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// advanceLocked records that every change up to rev was observed.
+func (t *tracker) advanceLocked(rev int64) {
+	if rev > t.observed {
+		t.observed = rev
+		close(t.progress)
+		t.progress = make(chan struct{})
 	}
 }
 
@@ -86,9 +127,15 @@ func (t *tracker) setKnownFrom(rev int64) {
 	if t.knownFrom == math.MaxInt64 || rev > t.knownFrom {
 		t.knownFrom = rev
 	}
+	t.advanceLocked(rev)
 }
 
 func (t *tracker) observe(td spiffeid.TrustDomain, ev store.Event) {
+	defer func() {
+		t.mu.Lock()
+		t.advanceLocked(ev.Revision)
+		t.mu.Unlock()
+	}()
 	switch ev.Kind {
 	case store.EventEntry:
 		if !entry.IsAlias(td, ev.Entry) && !entry.IsAlias(td, ev.PrevEntry) {

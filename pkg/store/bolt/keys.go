@@ -32,11 +32,11 @@ var (
 	bucketLedger      = []byte("ledger")            // id → IssuedSVID
 	bucketLedgerByExp = []byte("ledger_by_expiry")  // expires_at id → nil
 
-	allBuckets = [][]byte{
+	allBuckets = append([][]byte{
 		bucketMeta, bucketEntries, bucketEntryDups, bucketByParent,
 		bucketBySelector, bucketBySPIFFEID, bucketByRevision, bucketTombstones,
 		bucketNodes, bucketTokens, bucketBundles, bucketLedger, bucketLedgerByExp,
-	}
+	}, grantBuckets...)
 )
 
 // Keys in the meta bucket.

@@ -45,6 +45,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"JoinTokens", tokenTests},
 		{"Bundles", bundleTests},
 		{"Ledger", ledgerTests},
+		{"Grants", grantTests},
+		{"GrantLists", grantListTests},
 		{"Watch", watchTests},
 		{"Concurrency", concurrencyTests},
 		{"Isolation", isolationTests},
