@@ -3,6 +3,7 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 	"slices"
 	"strings"
 
@@ -22,7 +23,7 @@ func (s *Store) ListEntries(ctx context.Context, req store.ListEntriesRequest) (
 	if req.PageSize < 0 {
 		return nil, "", fmt.Errorf("list entries: page_size %d is negative: %w", req.PageSize, store.ErrInvalidArgument)
 	}
-	after, err := decodePageToken(req.PageToken)
+	after, err := records.DecodePageToken(req.PageToken)
 	if err != nil {
 		return nil, "", fmt.Errorf("list entries: %w", err)
 	}
@@ -37,7 +38,7 @@ func (s *Store) ListEntries(ctx context.Context, req store.ListEntriesRequest) (
 			}
 			if req.PageSize > 0 && len(out) == req.PageSize {
 				// One match beyond the page proves there is a next page.
-				next = encodePageToken(out[len(out)-1].Id)
+				next = records.EncodePageToken(out[len(out)-1].Id)
 				return false, nil
 			}
 			e, err := loadIndexedEntry(entries, id)
@@ -64,7 +65,7 @@ func scanEntryIDs(tx *bbolt.Tx, req store.ListEntriesRequest, after string, yiel
 	if req.ParentID != "" {
 		cursors = append(cursors, newIndexCursor(tx, bucketByParent, req.ParentID))
 	}
-	for _, sel := range uniqueStrings(req.Selectors) {
+	for _, sel := range records.UniqueStrings(req.Selectors) {
 		cursors = append(cursors, newIndexCursor(tx, bucketBySelector, sel))
 	}
 	start := ""
@@ -160,7 +161,7 @@ func (s *Store) ListEntriesByParent(ctx context.Context, parentIDs []string) ([]
 		if rev, err = readRevision(tx); err != nil {
 			return err
 		}
-		parents := uniqueStrings(parentIDs)
+		parents := records.UniqueStrings(parentIDs)
 		for _, p := range parents {
 			if out, err = appendByParent(ctx, tx, p, out); err != nil {
 				return err

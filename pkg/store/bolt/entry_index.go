@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
@@ -18,7 +19,7 @@ type row struct {
 // row when only the keys are needed (to delete them).
 func entryRows(e *typesv1.Entry, value []byte) []row {
 	id := []byte(e.Id)
-	sels := uniqueStrings(e.Selectors)
+	sels := records.UniqueStrings(e.Selectors)
 	rows := make([]row, 0, 5+len(sels))
 	rows = append(rows,
 		row{bucketEntries, id, value},

@@ -3,6 +3,7 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -19,7 +20,7 @@ func (s *Store) CreateGrant(ctx context.Context, g *typesv1.Grant) (*typesv1.Gra
 	if g == nil {
 		return nil, fmt.Errorf("create grant: grant is nil: %w", store.ErrInvalidArgument)
 	}
-	if err := checkGrant(g); err != nil {
+	if err := records.CheckGrant(g); err != nil {
 		return nil, fmt.Errorf("create grant: %w", err)
 	}
 	now := s.clock.Now().Unix()
@@ -42,27 +43,6 @@ func (s *Store) CreateGrant(ctx context.Context, g *typesv1.Grant) (*typesv1.Gra
 		return nil, err
 	}
 	return out, nil
-}
-
-// checkGrant refuses grants the indexes cannot hold.
-func checkGrant(g *typesv1.Grant) error {
-	switch {
-	case g.Id == "":
-		return fmt.Errorf("id is empty: %w", store.ErrInvalidArgument)
-	case len(g.Id) > maxGrantIDLen:
-		return fmt.Errorf("id is %d bytes, at most %d allowed: %w", len(g.Id), maxGrantIDLen, store.ErrInvalidArgument)
-	case g.SpiffeId == "":
-		return fmt.Errorf("grant %q: spiffe_id is empty: %w", g.Id, store.ErrInvalidArgument)
-	}
-	for _, t := range []struct {
-		name string
-		v    int64
-	}{{"created_at", g.CreatedAt}, {"decided_at", g.DecidedAt}, {"expires_at", g.ExpiresAt}, {"ended_at", g.EndedAt}} {
-		if t.v < 0 {
-			return fmt.Errorf("grant %q: %s %d is negative: %w", g.Id, t.name, t.v, store.ErrInvalidArgument)
-		}
-	}
-	return nil
 }
 
 // UpdateGrant applies fn to a copy of the stored grant and stores the
@@ -113,7 +93,7 @@ func checkGrantUpdate(prev, next *typesv1.Grant) error {
 	if field != "" {
 		return fmt.Errorf("grant %q: update may not change %s: %w", prev.Id, field, store.ErrInvalidArgument)
 	}
-	return checkGrant(next)
+	return records.CheckGrant(next)
 }
 
 // writeGrant gives g the next grant revision, stores it with its index

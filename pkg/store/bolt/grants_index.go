@@ -34,9 +34,6 @@ var (
 // metaGrantRevision is the meta key of the grant revision counter.
 var metaGrantRevision = []byte("grant_revision")
 
-// maxGrantIDLen bounds grant ids, which end up in every index key.
-const maxGrantIDLen = 256
-
 // grantOrderKey orders grants by creation time, then id: big-endian
 // created_at followed by the id bytes.
 func grantOrderKey(createdAt int64, id string) []byte {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -46,7 +47,7 @@ func (s *Store) ListGrants(ctx context.Context, req store.ListGrantsRequest) ([]
 			if req.PageSize > 0 && len(out) == req.PageSize {
 				// One match beyond the page proves there is a next page.
 				last := out[len(out)-1]
-				next = encodePageToken(string(grantOrderKey(last.CreatedAt, last.Id)))
+				next = records.EncodePageToken(string(grantOrderKey(last.CreatedAt, last.Id)))
 				return nil
 			}
 			out = append(out, g)
@@ -61,7 +62,7 @@ func (s *Store) ListGrants(ctx context.Context, req store.ListGrantsRequest) ([]
 
 // decodeGrantPageToken returns the order key a page continues after.
 func decodeGrantPageToken(token string) ([]byte, error) {
-	k, err := decodePageToken(token)
+	k, err := records.DecodePageToken(token)
 	if err != nil || k == "" {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func grantCursors(tx *bbolt.Tx, req store.ListGrantsRequest, before []byte) []*r
 	case req.SpiffeID != "":
 		return []*revCursor{newRevCursor(tx, bucketGrantBySPIFFE, appendField(nil, req.SpiffeID), before)}
 	case len(req.EntryIDs) > 0:
-		ids := uniqueStrings(req.EntryIDs)
+		ids := records.UniqueStrings(req.EntryIDs)
 		cursors := make([]*revCursor, len(ids))
 		for i, id := range ids {
 			cursors[i] = newRevCursor(tx, bucketGrantByEntry, appendField(nil, id), before)

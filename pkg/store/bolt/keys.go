@@ -3,15 +3,12 @@ package bolt
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"slices"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/nhid/nhid/pkg/store"
 )
 
 // Bucket names. Index keys are built from length-prefixed fields (see
@@ -93,7 +90,7 @@ func indexKey(value, id string) []byte {
 // created together, which usually share ID prefixes, land on the same pages.
 func dupKey(spiffeID, parentID string, selectors []string) []byte {
 	var sels []byte
-	for _, s := range uniqueStrings(selectors) {
+	for _, s := range records.UniqueStrings(selectors) {
 		sels = appendField(sels, s)
 	}
 	sum := sha256.Sum256(sels)
@@ -101,34 +98,6 @@ func dupKey(spiffeID, parentID string, selectors []string) []byte {
 	b = appendField(b, spiffeID)
 	b = appendField(b, parentID)
 	return append(b, sum[:]...)
-}
-
-// uniqueStrings returns ss sorted without repeats.
-func uniqueStrings(ss []string) []string {
-	out := slices.Clone(ss)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-// encodePageToken hides the last key of a page from callers, who must treat
-// it as opaque.
-func encodePageToken(lastKey string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastKey))
-}
-
-// decodePageToken returns the key after which the next page starts.
-func decodePageToken(token string) (string, error) {
-	if token == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return "", fmt.Errorf("page_token is malformed: %w: %w", err, store.ErrInvalidArgument)
-	}
-	if len(b) == 0 {
-		return "", fmt.Errorf("page_token is malformed: empty key: %w", store.ErrInvalidArgument)
-	}
-	return string(b), nil
 }
 
 // afterKey is the smallest key that sorts after k.

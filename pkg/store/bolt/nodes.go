@@ -3,6 +3,7 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -121,7 +122,7 @@ func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) (
 	if pageSize < 0 {
 		return nil, "", fmt.Errorf("list nodes: page_size %d is negative: %w", pageSize, store.ErrInvalidArgument)
 	}
-	after, err := decodePageToken(pageToken)
+	after, err := records.DecodePageToken(pageToken)
 	if err != nil {
 		return nil, "", fmt.Errorf("list nodes: %w", err)
 	}
@@ -138,7 +139,7 @@ func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) (
 				return ctx.Err()
 			}
 			if pageSize > 0 && len(out) == pageSize {
-				next = encodePageToken(out[len(out)-1].SpiffeId)
+				next = records.EncodePageToken(out[len(out)-1].SpiffeId)
 				return nil
 			}
 			n := &typesv1.Node{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 	"slices"
 	"strings"
 
@@ -47,7 +48,7 @@ func (s *Store) ListEntries(ctx context.Context, req store.ListEntriesRequest) (
 	if req.PageSize < 0 {
 		return nil, "", fmt.Errorf("%s: page_size %d is negative: %w", op, req.PageSize, store.ErrInvalidArgument)
 	}
-	after, err := decodePageToken(req.PageToken)
+	after, err := records.DecodePageToken(req.PageToken)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", op, err)
 	}
@@ -67,7 +68,7 @@ func (s *Store) ListEntries(ctx context.Context, req store.ListEntriesRequest) (
 				}
 				if req.PageSize > 0 && len(out) == req.PageSize {
 					// One match beyond the page proves there is a next page.
-					next = encodePageToken(out[len(out)-1].Id)
+					next = records.EncodePageToken(out[len(out)-1].Id)
 					return false
 				}
 				out = append(out, e)
@@ -130,7 +131,7 @@ func (s *Store) chooseDriver(ctx context.Context, op string, req store.ListEntri
 	if req.ParentID != "" {
 		cands = append(cands, driver{driveParent, req.ParentID})
 	}
-	for _, sel := range uniqueStrings(req.Selectors) {
+	for _, sel := range records.UniqueStrings(req.Selectors) {
 		cands = append(cands, driver{driveSelector, sel})
 	}
 	switch len(cands) {
@@ -305,7 +306,7 @@ func (s *Store) ListEntriesByParent(ctx context.Context, parentIDs []string) ([]
 	var at int64
 	err := s.readAt(ctx, op, func(rev, syncRev int64) error {
 		out, at = nil, syncRev
-		parents := uniqueStrings(parentIDs)
+		parents := records.UniqueStrings(parentIDs)
 		for _, parent := range parents {
 			p := s.keys.byParent(parent)
 			err := s.scan(ctx, op, p, prefixEnd(p), rev, false, 0, func(kv *mvccpb.KeyValue) (bool, error) {

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,7 +20,7 @@ func decodeEntry(kv *mvccpb.KeyValue) (*typesv1.Entry, error) {
 // entryIndexKeys are the keys one entry occupies besides its record: the
 // covering parent row, the duplicate key and one row per selector.
 func (s *Store) entryIndexKeys(e *typesv1.Entry) []string {
-	sels := uniqueStrings(e.Selectors)
+	sels := records.UniqueStrings(e.Selectors)
 	ks := make([]string, 0, 2+len(sels))
 	ks = append(ks, s.keys.byParent(e.ParentId)+e.Id, s.keys.dup(e.SpiffeId, e.ParentId, e.Selectors))
 	for _, sel := range sels {

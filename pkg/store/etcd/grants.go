@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,7 +22,7 @@ func (s *Store) CreateGrant(ctx context.Context, g *typesv1.Grant) (*typesv1.Gra
 	if g == nil {
 		return nil, fmt.Errorf("%s: grant is nil: %w", op, store.ErrInvalidArgument)
 	}
-	if err := checkGrant(g); err != nil {
+	if err := records.CheckGrant(g); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	next := proto.Clone(g).(*typesv1.Grant)
@@ -43,27 +44,6 @@ func (s *Store) CreateGrant(ctx context.Context, g *typesv1.Grant) (*typesv1.Gra
 	}
 	next.Revision = resp.Header.Revision
 	return next, nil
-}
-
-// checkGrant refuses grants the indexes cannot hold.
-func checkGrant(g *typesv1.Grant) error {
-	switch {
-	case g.Id == "":
-		return fmt.Errorf("id is empty: %w", store.ErrInvalidArgument)
-	case len(g.Id) > maxGrantIDLen:
-		return fmt.Errorf("id is %d bytes, at most %d allowed: %w", len(g.Id), maxGrantIDLen, store.ErrInvalidArgument)
-	case g.SpiffeId == "":
-		return fmt.Errorf("grant %q: spiffe_id is empty: %w", g.Id, store.ErrInvalidArgument)
-	}
-	for _, t := range []struct {
-		name string
-		v    int64
-	}{{"created_at", g.CreatedAt}, {"decided_at", g.DecidedAt}, {"expires_at", g.ExpiresAt}, {"ended_at", g.EndedAt}} {
-		if t.v < 0 {
-			return fmt.Errorf("grant %q: %s %d is negative: %w", g.Id, t.name, t.v, store.ErrInvalidArgument)
-		}
-	}
-	return nil
 }
 
 // UpdateGrant applies fn to a copy of the stored grant and stores the
@@ -124,7 +104,7 @@ func checkGrantUpdate(prev, next *typesv1.Grant) error {
 	if field != "" {
 		return fmt.Errorf("grant %q: update may not change %s: %w", prev.Id, field, store.ErrInvalidArgument)
 	}
-	return checkGrant(next)
+	return records.CheckGrant(next)
 }
 
 // GetGrant returns the grant with id.

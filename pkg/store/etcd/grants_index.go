@@ -25,9 +25,6 @@ const (
 	prefixGrantActive         = "x/g/a/"  // field(spiffe_id) be64(expires_at) id, ACTIVE only
 )
 
-// maxGrantIDLen bounds grant ids, which end up in every index key.
-const maxGrantIDLen = 256
-
 // orderKey sorts grants by created_at, then id, both descending: the
 // complement of created_at, then the id's bytes escaped (0x00 → 01 01,
 // 0x01 → 01 02) and terminated by 0x00, all complemented. The escaping

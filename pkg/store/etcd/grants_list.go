@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 	"math"
 	"time"
 
@@ -23,7 +24,7 @@ func (s *Store) ListGrants(ctx context.Context, req store.ListGrantsRequest) ([]
 	if req.PageSize < 0 {
 		return nil, "", fmt.Errorf("%s: page_size %d is negative: %w", op, req.PageSize, store.ErrInvalidArgument)
 	}
-	after, err := decodePageToken(req.PageToken)
+	after, err := records.DecodePageToken(req.PageToken)
 	if err == nil && after != "" {
 		_, err = orderID(after)
 	}
@@ -52,7 +53,7 @@ func (s *Store) ListGrants(ctx context.Context, req store.ListGrantsRequest) ([]
 				if req.PageSize > 0 && len(out) == req.PageSize {
 					// One match beyond the page proves there is a next page.
 					last := out[len(out)-1]
-					next = encodePageToken(orderKey(last.CreatedAt, last.Id))
+					next = records.EncodePageToken(orderKey(last.CreatedAt, last.Id))
 					return nil
 				}
 				out = append(out, g)
@@ -76,7 +77,7 @@ func (s *Store) grantDriverPrefixes(req store.ListGrantsRequest) []string {
 		return []string{s.keys.under(prefixGrantBySPIFFE) + field(req.SpiffeID)}
 	case len(req.EntryIDs) > 0:
 		var ps []string
-		for _, id := range uniqueStrings(req.EntryIDs) {
+		for _, id := range records.UniqueStrings(req.EntryIDs) {
 			ps = append(ps, s.keys.under(prefixGrantByEntry)+field(id))
 		}
 		return ps

@@ -2,13 +2,10 @@ package etcd
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"slices"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 	"strconv"
-
-	"github.com/nhid/nhid/pkg/store"
 )
 
 // The key layout under the store's prefix P. Index keys are built from
@@ -91,7 +88,7 @@ func (k keys) ledgerExpiry(expiresAt int64, id string) string {
 // that entries with many long selectors stay short keys.
 func (k keys) dup(spiffeID, parentID string, selectors []string) string {
 	var sels []byte
-	for _, s := range uniqueStrings(selectors) {
+	for _, s := range records.UniqueStrings(selectors) {
 		sels = binary.AppendUvarint(sels, uint64(len(s)))
 		sels = append(sels, s...)
 	}
@@ -120,34 +117,6 @@ func prefixEnd(p string) string {
 
 // afterKey is the smallest key that sorts after k.
 func afterKey(k string) string { return k + "\x00" }
-
-// uniqueStrings returns ss sorted without repeats.
-func uniqueStrings(ss []string) []string {
-	out := slices.Clone(ss)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-// encodePageToken hides the last key of a page from callers, who must treat
-// it as opaque.
-func encodePageToken(last string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(last))
-}
-
-// decodePageToken returns the key after which the next page starts.
-func decodePageToken(token string) (string, error) {
-	if token == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return "", fmt.Errorf("page_token is malformed: %w: %w", err, store.ErrInvalidArgument)
-	}
-	if len(b) == 0 {
-		return "", fmt.Errorf("page_token is malformed: empty key: %w", store.ErrInvalidArgument)
-	}
-	return string(b), nil
-}
 
 // formatInt and parseInt encode the small counters kept in meta keys.
 func formatInt(v int64) string { return strconv.FormatInt(v, 10) }

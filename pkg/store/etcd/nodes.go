@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"github.com/nhid/nhid/pkg/store/internal/records"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -121,7 +122,7 @@ func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) (
 	if pageSize < 0 {
 		return nil, "", fmt.Errorf("%s: page_size %d is negative: %w", op, pageSize, store.ErrInvalidArgument)
 	}
-	after, err := decodePageToken(pageToken)
+	after, err := records.DecodePageToken(pageToken)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", op, err)
 	}
@@ -134,7 +135,7 @@ func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) (
 	var next string
 	err = s.scan(ctx, op, start, prefixEnd(p), 0, false, pageHint(pageSize), func(kv *mvccpb.KeyValue) (bool, error) {
 		if pageSize > 0 && len(out) == pageSize {
-			next = encodePageToken(out[len(out)-1].SpiffeId)
+			next = records.EncodePageToken(out[len(out)-1].SpiffeId)
 			return false, nil
 		}
 		n, err := decodeNode(kv)
