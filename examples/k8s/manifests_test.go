@@ -6,10 +6,6 @@
 package k8s
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +14,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nhid/nhid/examples/k8s/internal/manifest"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
-	kyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -70,16 +65,7 @@ type manifests struct {
 	objects []runtime.Object
 }
 
-var decoder = func() runtime.Decoder {
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			panic(err)
-		}
-	}
-	return kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme, scheme,
-		kjson.SerializerOptions{Yaml: true, Strict: true})
-}()
+var decoder = manifest.NewDecoder(corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme)
 
 // load reads the kustomization in dir and every resource it lists,
 // requiring each document to decode strictly into its k8s.io/api type and
@@ -118,70 +104,24 @@ func load(t *testing.T, dir string) manifests {
 
 func decodeFile(t *testing.T, path string) []runtime.Object {
 	t.Helper()
-	f, err := os.Open(path)
+	objs, err := manifest.DecodeFile(decoder, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	r := kyaml.NewYAMLReader(bufio.NewReader(f))
-	var out []runtime.Object
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, i, err)
-		}
-		if isEmpty(doc) {
-			continue
-		}
-		obj, _, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, i, err)
-		}
-		out = append(out, obj)
-	}
-}
-
-// isEmpty reports whether a YAML document holds only comments.
-func isEmpty(doc []byte) bool {
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		if l := bytes.TrimSpace(line); len(l) > 0 && l[0] != '#' && string(l) != "---" {
-			return false
-		}
-	}
-	return true
+	return objs
 }
 
 // get returns the one object of type T named name.
-func get[T interface {
-	runtime.Object
-	GetName() string
-}](t *testing.T, m manifests, name string) T {
+func get[T manifest.Named](t *testing.T, m manifests, name string) T {
 	t.Helper()
-	var found []T
-	for _, o := range m.objects {
-		if x, ok := o.(T); ok && x.GetName() == name {
-			found = append(found, x)
-		}
+	x, err := manifest.Get[T](m.objects, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(found) != 1 {
-		var zero T
-		t.Fatalf("want exactly one %T named %q, found %d", zero, name, len(found))
-	}
-	return found[0]
+	return x
 }
 
-func all[T runtime.Object](m manifests) []T {
-	var out []T
-	for _, o := range m.objects {
-		if x, ok := o.(T); ok {
-			out = append(out, x)
-		}
-	}
-	return out
-}
+func all[T runtime.Object](m manifests) []T { return manifest.All[T](m.objects) }
 
 func TestManifests_DecodeStrictlyIntoKubernetesTypes(t *testing.T) {
 	for _, dir := range []string{".", "whoami"} {

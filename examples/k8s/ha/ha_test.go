@@ -5,11 +5,8 @@
 package ha
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,12 +16,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nhid/nhid/examples/k8s/internal/manifest"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
-	kyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -65,16 +61,7 @@ type kustomization struct {
 	} `json:"images"`
 }
 
-var decoder = func() runtime.Decoder {
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			panic(err)
-		}
-	}
-	return kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme, scheme,
-		kjson.SerializerOptions{Yaml: true, Strict: true})
-}()
+var decoder = manifest.NewDecoder(corev1.AddToScheme, appsv1.AddToScheme, policyv1.AddToScheme)
 
 // overlay is this directory's kustomization and its own objects.
 type overlay struct {
@@ -107,59 +94,21 @@ func load(t *testing.T) overlay {
 
 func decodeFile(t *testing.T, path string) []runtime.Object {
 	t.Helper()
-	f, err := os.Open(path)
+	objs, err := manifest.DecodeFile(decoder, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	r := kyaml.NewYAMLReader(bufio.NewReader(f))
-	var out []runtime.Object
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, i, err)
-		}
-		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-			continue
-		}
-		obj, _, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, i, err)
-		}
-		out = append(out, obj)
-	}
-}
-
-func stripComments(doc []byte) []byte {
-	var out []byte
-	for _, line := range bytes.Split(doc, []byte("\n")) {
-		if l := bytes.TrimSpace(line); len(l) > 0 && l[0] != '#' && string(l) != "---" {
-			out = append(out, line...)
-		}
-	}
-	return out
+	return objs
 }
 
 // get returns the one object of type T named name.
-func get[T interface {
-	runtime.Object
-	GetName() string
-}](t *testing.T, o overlay, name string) T {
+func get[T manifest.Named](t *testing.T, o overlay, name string) T {
 	t.Helper()
-	var found []T
-	for _, obj := range o.objects {
-		if x, ok := obj.(T); ok && x.GetName() == name {
-			found = append(found, x)
-		}
+	x, err := manifest.Get[T](o.objects, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(found) != 1 {
-		var zero T
-		t.Fatalf("want exactly one %T named %q, found %d", zero, name, len(found))
-	}
-	return found[0]
+	return x
 }
 
 func TestOverlay_EveryFileIsUsedAndDecodesStrictly(t *testing.T) {
