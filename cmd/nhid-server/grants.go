@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/nhid/nhid/pkg/config"
-	"github.com/nhid/nhid/pkg/grant"
 	"github.com/nhid/nhid/pkg/server"
 )
 
@@ -60,7 +60,7 @@ func policyConfig(errs *config.Errors, path string, p policySettings) server.Pol
 // grantsConfig converts the grants section.
 func grantsConfig(errs *config.Errors, path string, g grantSettings) server.GrantsConfig {
 	return server.GrantsConfig{
-		MaxTTL:    ttl(errs, config.Join(path, "max_ttl"), g.MaxTTL, time.Second, grant.MaxMaxTTL),
+		MaxTTL:    ttl(errs, config.Join(path, "max_ttl"), g.MaxTTL, time.Second, grantreq.MaxMaxTTL),
 		Retention: ttl(errs, config.Join(path, "retention"), g.Retention, time.Minute, maxGrantRetention),
 	}
 }

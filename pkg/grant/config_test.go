@@ -1,13 +1,14 @@
 package grant
 
 import (
+	"github.com/nhid/nhid/pkg/grantreq"
 	"strings"
 	"testing"
 	"time"
 )
 
 func TestNew_ReportsEveryConfigProblem(t *testing.T) {
-	loose := DefaultLimits()
+	loose := grantreq.DefaultLimits()
 	loose.MaxScopes = 100
 	_, err := New(Config{MaxTTL: 48 * time.Hour, Limits: loose, SweepEvery: time.Millisecond})
 	for _, want := range []string{"TrustDomain: required", "Store: required", "Signer: required", "MaxTTL", "MaxScopes", "SweepEvery"} {
@@ -19,7 +20,7 @@ func TestNew_ReportsEveryConfigProblem(t *testing.T) {
 
 func TestNew_FillsDefaults(t *testing.T) {
 	h := newHarness(t)
-	if h.svc.MaxTTL() != DefaultMaxTTL || h.svc.limits != DefaultLimits() || h.svc.sweep != DefaultSweepEvery {
+	if h.svc.MaxTTL() != grantreq.DefaultMaxTTL || h.svc.limits != grantreq.DefaultLimits() || h.svc.sweep != DefaultSweepEvery {
 		t.Errorf("defaults: max ttl %v, limits %+v, sweep %v", h.svc.MaxTTL(), h.svc.limits, h.svc.sweep)
 	}
 	if h.svc.Audience() != "spiffe://example.org" {

@@ -48,13 +48,13 @@ type Result struct {
 
 // Request validates req, lets policy decide and stores the grant: ACTIVE
 // with a Txn-Token on allow, DENIED with the reason on deny, PENDING when
-// policy requires approval. Errors: ErrInvalidRequest (nothing stored),
+// policy requires approval. Errors: grantreq.ErrInvalidRequest (nothing stored),
 // ErrNoPolicy (nothing stored), or a failure to store or sign.
 func (s *Service) Request(ctx context.Context, req Request) (Result, error) {
 	if req.Entry == nil || req.Node == nil {
 		return Result{}, errors.New("grant request: entry and node are required")
 	}
-	details, err := s.limits.validate(req.Grant, s.maxTTL)
+	details, err := s.limits.Validate(req.Grant, s.maxTTL)
 	if err != nil {
 		return Result{}, err
 	}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"log/slog"
 	"time"
 
@@ -37,7 +38,7 @@ const (
 	BaselineReputation = 500
 )
 
-// Sentinel errors callers branch on, besides ErrInvalidRequest and
+// Sentinel errors callers branch on, besides grantreq.ErrInvalidRequest and
 // store.ErrNotFound (an unknown grant).
 var (
 	// ErrNoPolicy: the server has no grant policy, so it decides nothing.
@@ -77,10 +78,10 @@ type Config struct {
 	Clock clock.Clock
 	// Metrics, if set, receives the nhid_grant_* collectors.
 	Metrics prometheus.Registerer
-	// MaxTTL caps every grant; default 1h, at most MaxMaxTTL.
+	// MaxTTL caps every grant; default 1h, at most grantreq.MaxMaxTTL.
 	MaxTTL time.Duration
-	// Limits bounds requests; the zero value means DefaultLimits().
-	Limits Limits
+	// grantreq.Limits bounds requests; the zero value means grantreq.DefaultLimits().
+	Limits grantreq.Limits
 	// SweepEvery is how often Run marks expired grants; default 1m.
 	SweepEvery time.Duration
 }
@@ -98,7 +99,7 @@ type Service struct {
 	clock   clock.Clock
 	metrics *metrics
 	maxTTL  time.Duration
-	limits  Limits
+	limits  grantreq.Limits
 	sweep   time.Duration
 	waiters *waiters
 
@@ -146,12 +147,12 @@ func (cfg *Config) setDefaults() error {
 	}
 	switch {
 	case cfg.MaxTTL == 0:
-		cfg.MaxTTL = DefaultMaxTTL
-	case cfg.MaxTTL < time.Second || cfg.MaxTTL > MaxMaxTTL:
-		fail("MaxTTL", "%v is not between 1s and %v", cfg.MaxTTL, MaxMaxTTL)
+		cfg.MaxTTL = grantreq.DefaultMaxTTL
+	case cfg.MaxTTL < time.Second || cfg.MaxTTL > grantreq.MaxMaxTTL:
+		fail("MaxTTL", "%v is not between 1s and %v", cfg.MaxTTL, grantreq.MaxMaxTTL)
 	}
-	if cfg.Limits == (Limits{}) {
-		cfg.Limits = DefaultLimits()
+	if cfg.Limits == (grantreq.Limits{}) {
+		cfg.Limits = grantreq.DefaultLimits()
 	}
 	if err := cfg.Limits.Check(); err != nil {
 		errs = append(errs, fmt.Errorf("grant config: %w", err))

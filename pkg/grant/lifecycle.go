@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"log/slog"
 	"slices"
 	"time"
@@ -120,9 +121,9 @@ func (s *Service) Release(ctx context.Context, entryIDs []string, id, by string)
 
 // Revoke ends a PENDING or ACTIVE grant at once on behalf of an operator
 // (by); introspection answers inactive from then on. reason is required
-// (ErrInvalidRequest); a grant that has ended is ErrEnded.
+// (grantreq.ErrInvalidRequest); a grant that has ended is ErrEnded.
 func (s *Service) Revoke(ctx context.Context, id, reason, by string) (*typesv1.Grant, error) {
-	if err := checkText("reason", reason, 1, MaxRevokeReasonBytes); err != nil {
+	if err := grantreq.CheckText("reason", reason, 1, MaxRevokeReasonBytes); err != nil {
 		return nil, err
 	}
 	g, err := s.end(ctx, id, typesv1.GrantStatus_GRANT_STATUS_REVOKED, reason, by)

@@ -3,6 +3,7 @@ package grant
 import (
 	"context"
 	"errors"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"strings"
 	"testing"
 	"time"
@@ -46,8 +47,8 @@ func TestRevoke_EndsALiveGrantOnce(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	g := h.mustRequest(request("repo:read")).Grant
-	if _, err := h.svc.Revoke(ctx, g.GetId(), "", "uid:0"); !errors.Is(err, ErrInvalidRequest) {
-		t.Fatalf("revoke without a reason = %v, want ErrInvalidRequest", err)
+	if _, err := h.svc.Revoke(ctx, g.GetId(), "", "uid:0"); !errors.Is(err, grantreq.ErrInvalidRequest) {
+		t.Fatalf("revoke without a reason = %v, want grantreq.ErrInvalidRequest", err)
 	}
 	got, err := h.svc.Revoke(ctx, g.GetId(), "credential leaked", "uid:0")
 	if err != nil {

@@ -2,151 +2,32 @@ package grant
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nhid/nhid/pkg/grantreq"
+	"github.com/nhid/nhid/pkg/grantreq/grantreqtest"
 	grantv1 "github.com/nhid/nhid/proto/nhid/grant/v1"
 )
 
-// badRequests are requests that break one rule each, with a fragment the
-// error must contain (naming the field).
-func badRequests() []struct {
-	name string
-	mod  func(*grantv1.GrantRequest)
-	want string
-} {
-	details := func(s string) func(*grantv1.GrantRequest) {
-		return func(r *grantv1.GrantRequest) { r.AuthorizationDetails = s }
-	}
-	return []struct {
-		name string
-		mod  func(*grantv1.GrantRequest)
-		want string
-	}{
-		{"no scopes", func(r *grantv1.GrantRequest) { r.Scopes = nil }, "scopes: at least one scope is required"},
-		{"too many scopes", func(r *grantv1.GrantRequest) {
-			r.Scopes = nil
-			for i := range 33 {
-				r.Scopes = append(r.Scopes, fmt.Sprint("s", i))
-			}
-		}, "scopes: 33 scopes, at most 32 allowed"},
-		{"empty scope", func(r *grantv1.GrantRequest) { r.Scopes = []string{"a", ""} }, "scopes[1]: is empty"},
-		{"scope with a space", func(r *grantv1.GrantRequest) { r.Scopes = []string{"repo read"} }, "scopes[0]: holds ' '"},
-		{"scope with a quote", func(r *grantv1.GrantRequest) { r.Scopes = []string{`a"b`} }, `scopes[0]: holds '"'`},
-		{"scope with a backslash", func(r *grantv1.GrantRequest) { r.Scopes = []string{`a\b`} }, `scopes[0]: holds '\\'`},
-		{"non-ASCII scope", func(r *grantv1.GrantRequest) { r.Scopes = []string{"lecture:é"} }, "scopes[0]: holds"},
-		{"long scope", func(r *grantv1.GrantRequest) { r.Scopes = []string{strings.Repeat("a", 129)} }, "scopes[0]: is 129 bytes, at most 128"},
-		{"repeated scope", func(r *grantv1.GrantRequest) { r.Scopes = []string{"a", "b", "a"} }, `scopes[2]: "a" repeats scopes[0]`},
-		{"long resource", func(r *grantv1.GrantRequest) { r.Resource = strings.Repeat("r", 257) }, "resource: is 257 bytes, at most 256"},
-		{"resource with a newline", func(r *grantv1.GrantRequest) { r.Resource = "a\nb" }, "resource: must be printable"},
-		{"long action", func(r *grantv1.GrantRequest) { r.Action = strings.Repeat("a", 257) }, "action: is 257 bytes"},
-		{"no reason", func(r *grantv1.GrantRequest) { r.Reason = "" }, "reason: required"},
-		{"oversized reason", func(r *grantv1.GrantRequest) { r.Reason = strings.Repeat("x", 1025) }, "reason: is 1025 bytes, at most 1024"},
-		{"reason not UTF-8", func(r *grantv1.GrantRequest) { r.Reason = "bad \xff" }, "reason: is not valid UTF-8"},
-		{"reason with an escape sequence", func(r *grantv1.GrantRequest) { r.Reason = "x\x1b[2J" }, "reason: must be printable"},
-		{"zero ttl", func(r *grantv1.GrantRequest) { r.Ttl = 0 }, "ttl: 0 s"},
-		{"negative ttl", func(r *grantv1.GrantRequest) { r.Ttl = -5 }, "ttl: -5 s"},
-		{"ttl above the maximum", func(r *grantv1.GrantRequest) { r.Ttl = int32(MaxMaxTTL/time.Second) + 1 }, "ttl: 86401 s exceeds the maximum of"},
-		{"details not JSON", details("[{"), "authorization_details: is not JSON"},
-		{"details an object", details(`{"type":"x"}`), "authorization_details: must be a JSON array of objects"},
-		{"details empty array", details(`[]`), "authorization_details: is an empty array"},
-		{"details of strings", details(`["payment"]`), "authorization_details[0]: must be an object, got a string"},
-		{"details without type", details(`[{"actions":["read"]}]`), "authorization_details[0].type: required"},
-		{"details with empty type", details(`[{"type":""}]`), "authorization_details[0].type: required"},
-		{"details with numeric type", details(`[{"type":7}]`), "authorization_details[0].type: required"},
-		{"details with actions not strings", details(`[{"type":"t","actions":["read",1]}]`), "authorization_details[0].actions[1]: must be a string, got a number"},
-		{"details with locations a string", details(`[{"type":"t","locations":"https://x"}]`), "authorization_details[0].locations: must be an array of strings"},
-		{"details with an object identifier", details(`[{"type":"t","identifier":{}}]`), "authorization_details[0].identifier: must be a string"},
-		{"details repeating a member", details(`[{"type":"a","type":"b"}]`), `authorization_details: repeats the member "type"`},
-		{"details with two values", details(`[{"type":"a"}] [1]`), "authorization_details: holds more than one JSON value"},
-		{"details too deep", details(`[{"type":"t","x":` + strings.Repeat("[", 16) + strings.Repeat("]", 16) + `}]`), "authorization_details: nests deeper than 16 levels"},
-		{"details with too many objects", details("[" + strings.TrimSuffix(strings.Repeat(`{"type":"t"},`, 65), ",") + "]"), "authorization_details: holds more than 64 objects"},
-		{"oversized details", details(`[{"type":"t","x":"` + strings.Repeat("a", 16<<10) + `"}]`), "authorization_details: is 16405 bytes, at most 16384"},
-		{"spiffe_id too long", func(r *grantv1.GrantRequest) { r.SpiffeId = "spiffe://example.org/" + strings.Repeat("a", 2048) }, "spiffe_id: is 2069 bytes"},
-	}
-}
-
-func validRequest() *grantv1.GrantRequest {
-	return &grantv1.GrantRequest{
-		Scopes: []string{"repo:read", "repo:write"}, Resource: "repo/nhid", Action: "clone",
-		Reason: "build release 1.2", Ttl: 600,
-		AuthorizationDetails: `[{"type":"repo","actions":["clone"],"locations":["https://git.example.org"],"identifier":"nhid","amount":{"value":1.50}}]`,
-	}
-}
-
-func TestValidateRequest_RejectsBadInputNamingTheField(t *testing.T) {
-	for _, tc := range badRequests() {
-		t.Run(tc.name, func(t *testing.T) {
-			r := validRequest()
-			tc.mod(r)
-			err := ValidateRequest(r)
-			if !errors.Is(err, ErrInvalidRequest) {
-				t.Fatalf("ValidateRequest = %v, want ErrInvalidRequest", err)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not contain %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestValidateRequest_AcceptsAWellFormedRequest(t *testing.T) {
-	if err := ValidateRequest(validRequest()); err != nil {
-		t.Fatalf("ValidateRequest: %v", err)
-	}
-	r := validRequest()
-	r.AuthorizationDetails, r.Resource, r.Action = "", "", ""
-	if err := ValidateRequest(r); err != nil {
-		t.Fatalf("ValidateRequest without optional fields: %v", err)
-	}
-	if err := ValidateRequest(nil); !errors.Is(err, ErrInvalidRequest) {
-		t.Errorf("ValidateRequest(nil) = %v, want ErrInvalidRequest", err)
-	}
-}
-
-func TestValidateRequest_ReportsEveryProblemAtOnce(t *testing.T) {
-	err := ValidateRequest(&grantv1.GrantRequest{Scopes: []string{"a b"}, Ttl: -1})
-	for _, want := range []string{"scopes[0]:", "reason: required", "ttl: -1 s"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("error %v does not mention %q", err, want)
-		}
-	}
-}
-
 func TestRequest_BadInputIsRefusedAndStoresNothing(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxTTL = 10 * time.Minute })
-	cases := badRequests()
-	cases = append(cases, struct {
-		name string
-		mod  func(*grantv1.GrantRequest)
-		want string
-	}{"ttl above the server's maximum", func(r *grantv1.GrantRequest) { r.Ttl = 601 }, "ttl: 601 s exceeds the maximum of 600 s"})
+	cases := grantreqtest.BadRequests()
+	cases = append(cases, grantreqtest.BadRequest{Name: "ttl above the server's maximum", Mod: func(r *grantv1.GrantRequest) { r.Ttl = 601 }, Want: "ttl: 601 s exceeds the maximum of 600 s"})
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := proto.Clone(validRequest()).(*grantv1.GrantRequest)
-			tc.mod(r)
+		t.Run(tc.Name, func(t *testing.T) {
+			r := proto.Clone(grantreqtest.ValidRequest()).(*grantv1.GrantRequest)
+			tc.Mod(r)
 			_, err := h.request(r)
-			if !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Request = %v, want ErrInvalidRequest containing %q", err, tc.want)
+			if !errors.Is(err, grantreq.ErrInvalidRequest) || !strings.Contains(err.Error(), tc.Want) {
+				t.Fatalf("Request = %v, want grantreq.ErrInvalidRequest containing %q", err, tc.Want)
 			}
 		})
 	}
 	if got := h.grants(); len(got) != 0 {
 		t.Errorf("refused requests stored %d grants", len(got))
-	}
-}
-
-func TestLimits_Check(t *testing.T) {
-	if err := DefaultLimits().Check(); err != nil {
-		t.Errorf("DefaultLimits().Check() = %v", err)
-	}
-	loose := DefaultLimits()
-	loose.MaxReasonBytes = 4096
-	if err := loose.Check(); err == nil || !strings.Contains(err.Error(), "MaxReasonBytes") {
-		t.Errorf("limits looser than the defaults: Check() = %v, want an error naming MaxReasonBytes", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"net"
 	"path/filepath"
 	"time"
@@ -34,12 +35,12 @@ type PolicyConfig struct {
 
 // GrantsConfig holds the grant settings.
 type GrantsConfig struct {
-	// MaxTTL caps every grant; default 1h (grant.DefaultMaxTTL).
+	// MaxTTL caps every grant; default 1h (grantreq.DefaultMaxTTL).
 	MaxTTL time.Duration
 	// Retention keeps ended and expired grants listable; default 24h.
 	Retention time.Duration
-	// Limits bound requests; the zero value means grant.DefaultLimits().
-	Limits grant.Limits
+	// Limits bound requests; the zero value means grantreq.DefaultLimits().
+	Limits grantreq.Limits
 }
 
 // checkGrants validates the grant settings and fills their defaults.

@@ -2,13 +2,13 @@ package grants
 
 import (
 	"errors"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"io"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/nhid/nhid/pkg/grant"
 	"github.com/nhid/nhid/pkg/telemetry"
 	"github.com/nhid/nhid/pkg/workloadapi"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
@@ -27,7 +27,7 @@ func (h *Handler) Request(req *grantv1.GrantRequest, stream grpc.ServerStreaming
 		return err
 	}
 	// Validated before spiffe_id is used: it is bounded there.
-	if err := grant.ValidateRequest(req); err != nil {
+	if err := grantreq.ValidateRequest(req); err != nil {
 		return &apiError{code: codes.InvalidArgument, msg: err.Error()}
 	}
 	entry, err := chooseEntry(c.identities, req.GetSpiffeId())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"log/slog"
 
 	"google.golang.org/grpc/codes"
@@ -107,7 +108,7 @@ func operator(ctx context.Context) string {
 // grantError turns a grant failure into the status the operator gets.
 func (s *Service) grantError(ctx context.Context, err error) error {
 	switch {
-	case errors.Is(err, grant.ErrInvalidRequest):
+	case errors.Is(err, grantreq.ErrInvalidRequest):
 		return invalidArgument(err)
 	case errors.Is(err, grant.ErrEnded):
 		return status.Error(codes.FailedPrecondition, err.Error())

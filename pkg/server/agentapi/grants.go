@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nhid/nhid/pkg/grantreq"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -202,7 +203,7 @@ func (h *grantService) entriesUnderNode(ctx context.Context, c *caller, ids []st
 // grantError turns a grant failure into the status the agent sees.
 func (h *grantService) grantError(ctx context.Context, op string, err error) error {
 	switch {
-	case errors.Is(err, grant.ErrInvalidRequest):
+	case errors.Is(err, grantreq.ErrInvalidRequest):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, grant.ErrNoPolicy):
 		return status.Error(codes.FailedPrecondition, "no grant policy is configured on nhid-server")

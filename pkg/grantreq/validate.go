@@ -1,4 +1,9 @@
-package grant
+// Package grantreq owns what makes a grant request well formed: the limits,
+// the RFC 9396 authorization_details shape and the scope-token syntax. It
+// depends only on the standard library and the grant proto, so the agent
+// can refuse bad requests before they leave the node without linking any
+// server code; the server checks again with its own configured limits.
+package grantreq
 
 import (
 	"errors"
@@ -83,12 +88,13 @@ func (l Limits) Check() error {
 // server's configuration. The server checks again with its own limits.
 // The error wraps ErrInvalidRequest and names every offending field.
 func ValidateRequest(req *grantv1.GrantRequest) error {
-	_, err := DefaultLimits().validate(req, MaxMaxTTL)
+	_, err := DefaultLimits().Validate(req, MaxMaxTTL)
 	return err
 }
 
-// validate checks req and returns its decoded authorization_details.
-func (l Limits) validate(req *grantv1.GrantRequest, maxTTL time.Duration) ([]any, error) {
+// Validate checks req against l and maxTTL and returns its decoded
+// authorization_details; the error wraps ErrInvalidRequest.
+func (l Limits) Validate(req *grantv1.GrantRequest, maxTTL time.Duration) ([]any, error) {
 	if req == nil {
 		return nil, fmt.Errorf("%w: request: required", ErrInvalidRequest)
 	}
@@ -187,8 +193,9 @@ func (p *problems) text(field, s string, minBytes, maxBytes int) {
 	}
 }
 
-// checkText is problems.text for a single field, as an error.
-func checkText(field, s string, minBytes, maxBytes int) error {
+// CheckText checks one free-text field (length, UTF-8, no control
+// characters); the error wraps ErrInvalidRequest and names the field.
+func CheckText(field, s string, minBytes, maxBytes int) error {
 	p := &problems{}
 	p.text(field, s, minBytes, maxBytes)
 	return p.err()
