@@ -112,6 +112,9 @@ type Decision struct {
 	Scopes []string
 	// Critical marks a require_approval decision that needs two approvers.
 	Critical bool
+	// RateLimited marks a deny by a rule declared `rate_limit: true`: the
+	// subject exceeded a rate, which costs it reputation.
+	RateLimited bool
 }
 
 // noMatchReason is the reason of the denial when no rule matched.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/nhid/nhid/pkg/store/internal/records"
+	"slices"
 
 	bbolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -29,11 +30,21 @@ var (
 	bucketLedger      = []byte("ledger")            // id → IssuedSVID
 	bucketLedgerByExp = []byte("ledger_by_expiry")  // expires_at id → nil
 
-	allBuckets = append([][]byte{
+	// The audit chain (audit.go): records and checkpoints keyed by
+	// big-endian seq; the head lives in the meta bucket.
+	bucketAudit            = []byte("audit")             // seq → AuditRecord
+	bucketAuditCheckpoints = []byte("audit_checkpoints") // seq → AuditCheckpoint
+	auditBuckets           = [][]byte{bucketAudit, bucketAuditCheckpoints}
+
+	// Reputation scores (reputation.go).
+	bucketReputation  = []byte("reputation") // spiffe_id → Reputation
+	reputationBuckets = [][]byte{bucketReputation}
+
+	allBuckets = slices.Concat([][]byte{
 		bucketMeta, bucketEntries, bucketEntryDups, bucketByParent,
 		bucketBySelector, bucketBySPIFFEID, bucketByRevision, bucketTombstones,
 		bucketNodes, bucketTokens, bucketBundles, bucketLedger, bucketLedgerByExp,
-	}, grantBuckets...)
+	}, grantBuckets, auditBuckets, reputationBuckets)
 )
 
 // Keys in the meta bucket.

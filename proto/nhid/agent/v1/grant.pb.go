@@ -23,6 +23,202 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WorkloadEvent is one workload attestation failure seen by an agent.
+type WorkloadEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// time is unix nanoseconds.
+	Time int64 `protobuf:"varint,1,opt,name=time,proto3" json:"time,omitempty"`
+	// kind is "attestation_failed" (the attestors failed) or "not_entitled"
+	// (the caller asked for an identity it does not hold).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Pid  int32  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Uid  uint32 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid  uint32 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	// path is the caller's executable, when known.
+	Path string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	// spiffe_id is the identity the caller asked for, if it named one.
+	SpiffeId string `protobuf:"bytes,7,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// method is the Workload or Grant API method called.
+	Method        string `protobuf:"bytes,8,opt,name=method,proto3" json:"method,omitempty"`
+	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadEvent) Reset() {
+	*x = WorkloadEvent{}
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadEvent) ProtoMessage() {}
+
+func (x *WorkloadEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadEvent.ProtoReflect.Descriptor instead.
+func (*WorkloadEvent) Descriptor() ([]byte, []int) {
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WorkloadEvent) GetTime() int64 {
+	if x != nil {
+		return x.Time
+	}
+	return 0
+}
+
+func (x *WorkloadEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WorkloadEvent) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *WorkloadEvent) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *WorkloadEvent) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *WorkloadEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WorkloadEvent) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *WorkloadEvent) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *WorkloadEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ReportWorkloadEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// events: at most 500 per call.
+	Events        []*WorkloadEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportWorkloadEventsRequest) Reset() {
+	*x = ReportWorkloadEventsRequest{}
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportWorkloadEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportWorkloadEventsRequest) ProtoMessage() {}
+
+func (x *ReportWorkloadEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportWorkloadEventsRequest.ProtoReflect.Descriptor instead.
+func (*ReportWorkloadEventsRequest) Descriptor() ([]byte, []int) {
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReportWorkloadEventsRequest) GetEvents() []*WorkloadEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type ReportWorkloadEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportWorkloadEventsResponse) Reset() {
+	*x = ReportWorkloadEventsResponse{}
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportWorkloadEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportWorkloadEventsResponse) ProtoMessage() {}
+
+func (x *ReportWorkloadEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportWorkloadEventsResponse.ProtoReflect.Descriptor instead.
+func (*ReportWorkloadEventsResponse) Descriptor() ([]byte, []int) {
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{2}
+}
+
 type AgentGrantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// entry_id is the entry whose SVID the attested workload holds.
@@ -34,7 +230,7 @@ type AgentGrantRequest struct {
 
 func (x *AgentGrantRequest) Reset() {
 	*x = AgentGrantRequest{}
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[0]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +242,7 @@ func (x *AgentGrantRequest) String() string {
 func (*AgentGrantRequest) ProtoMessage() {}
 
 func (x *AgentGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[0]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +255,7 @@ func (x *AgentGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentGrantRequest.ProtoReflect.Descriptor instead.
 func (*AgentGrantRequest) Descriptor() ([]byte, []int) {
-	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{0}
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AgentGrantRequest) GetEntryId() string {
@@ -76,6 +272,59 @@ func (x *AgentGrantRequest) GetRequest() *v1.GrantRequest {
 	return nil
 }
 
+type AgentWaitGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// entry_ids are the caller's entries; the grant must belong to one of them.
+	EntryIds      []string `protobuf:"bytes,1,rep,name=entry_ids,json=entryIds,proto3" json:"entry_ids,omitempty"`
+	GrantId       string   `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentWaitGrantRequest) Reset() {
+	*x = AgentWaitGrantRequest{}
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentWaitGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentWaitGrantRequest) ProtoMessage() {}
+
+func (x *AgentWaitGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentWaitGrantRequest.ProtoReflect.Descriptor instead.
+func (*AgentWaitGrantRequest) Descriptor() ([]byte, []int) {
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AgentWaitGrantRequest) GetEntryIds() []string {
+	if x != nil {
+		return x.EntryIds
+	}
+	return nil
+}
+
+func (x *AgentWaitGrantRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
 type AgentReleaseGrantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// entry_ids are the caller's entries; the grant must belong to one of them.
@@ -87,7 +336,7 @@ type AgentReleaseGrantRequest struct {
 
 func (x *AgentReleaseGrantRequest) Reset() {
 	*x = AgentReleaseGrantRequest{}
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[1]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +348,7 @@ func (x *AgentReleaseGrantRequest) String() string {
 func (*AgentReleaseGrantRequest) ProtoMessage() {}
 
 func (x *AgentReleaseGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[1]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +361,7 @@ func (x *AgentReleaseGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReleaseGrantRequest.ProtoReflect.Descriptor instead.
 func (*AgentReleaseGrantRequest) Descriptor() ([]byte, []int) {
-	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{1}
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AgentReleaseGrantRequest) GetEntryIds() []string {
@@ -137,7 +386,7 @@ type AgentReleaseGrantResponse struct {
 
 func (x *AgentReleaseGrantResponse) Reset() {
 	*x = AgentReleaseGrantResponse{}
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[2]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -149,7 +398,7 @@ func (x *AgentReleaseGrantResponse) String() string {
 func (*AgentReleaseGrantResponse) ProtoMessage() {}
 
 func (x *AgentReleaseGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[2]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -162,7 +411,7 @@ func (x *AgentReleaseGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentReleaseGrantResponse.ProtoReflect.Descriptor instead.
 func (*AgentReleaseGrantResponse) Descriptor() ([]byte, []int) {
-	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{2}
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{6}
 }
 
 type AgentListGrantsRequest struct {
@@ -175,7 +424,7 @@ type AgentListGrantsRequest struct {
 
 func (x *AgentListGrantsRequest) Reset() {
 	*x = AgentListGrantsRequest{}
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[3]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +436,7 @@ func (x *AgentListGrantsRequest) String() string {
 func (*AgentListGrantsRequest) ProtoMessage() {}
 
 func (x *AgentListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[3]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +449,7 @@ func (x *AgentListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*AgentListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{3}
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AgentListGrantsRequest) GetEntryIds() []string {
@@ -219,7 +468,7 @@ type AgentListGrantsResponse struct {
 
 func (x *AgentListGrantsResponse) Reset() {
 	*x = AgentListGrantsResponse{}
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[4]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +480,7 @@ func (x *AgentListGrantsResponse) String() string {
 func (*AgentListGrantsResponse) ProtoMessage() {}
 
 func (x *AgentListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nhid_agent_v1_grant_proto_msgTypes[4]
+	mi := &file_nhid_agent_v1_grant_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +493,7 @@ func (x *AgentListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*AgentListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{4}
+	return file_nhid_agent_v1_grant_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentListGrantsResponse) GetGrants() []*v11.Grant {
@@ -258,10 +507,26 @@ var File_nhid_agent_v1_grant_proto protoreflect.FileDescriptor
 
 const file_nhid_agent_v1_grant_proto_rawDesc = "" +
 	"\n" +
-	"\x19nhid/agent/v1/grant.proto\x12\rnhid.agent.v1\x1a\x19nhid/grant/v1/grant.proto\x1a\x19nhid/types/v1/grant.proto\"e\n" +
+	"\x19nhid/agent/v1/grant.proto\x12\rnhid.agent.v1\x1a\x19nhid/grant/v1/grant.proto\x1a\x19nhid/types/v1/grant.proto\"\xce\x01\n" +
+	"\rWorkloadEvent\x12\x12\n" +
+	"\x04time\x18\x01 \x01(\x03R\x04time\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x05 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12\x1b\n" +
+	"\tspiffe_id\x18\a \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06method\x18\b \x01(\tR\x06method\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\"S\n" +
+	"\x1bReportWorkloadEventsRequest\x124\n" +
+	"\x06events\x18\x01 \x03(\v2\x1c.nhid.agent.v1.WorkloadEventR\x06events\"\x1e\n" +
+	"\x1cReportWorkloadEventsResponse\"e\n" +
 	"\x11AgentGrantRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x125\n" +
-	"\arequest\x18\x02 \x01(\v2\x1b.nhid.grant.v1.GrantRequestR\arequest\"R\n" +
+	"\arequest\x18\x02 \x01(\v2\x1b.nhid.grant.v1.GrantRequestR\arequest\"O\n" +
+	"\x15AgentWaitGrantRequest\x12\x1b\n" +
+	"\tentry_ids\x18\x01 \x03(\tR\bentryIds\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"R\n" +
 	"\x18AgentReleaseGrantRequest\x12\x1b\n" +
 	"\tentry_ids\x18\x01 \x03(\tR\bentryIds\x12\x19\n" +
 	"\bgrant_id\x18\x02 \x01(\tR\agrantId\"\x1b\n" +
@@ -269,12 +534,14 @@ const file_nhid_agent_v1_grant_proto_rawDesc = "" +
 	"\x16AgentListGrantsRequest\x12\x1b\n" +
 	"\tentry_ids\x18\x01 \x03(\tR\bentryIds\"G\n" +
 	"\x17AgentListGrantsResponse\x12,\n" +
-	"\x06grants\x18\x01 \x03(\v2\x14.nhid.types.v1.GrantR\x06grants2\xa3\x02\n" +
+	"\x06grants\x18\x01 \x03(\v2\x14.nhid.types.v1.GrantR\x06grants2\xe5\x03\n" +
 	"\x11AgentGrantService\x12N\n" +
-	"\fRequestGrant\x12 .nhid.agent.v1.AgentGrantRequest\x1a\x1a.nhid.grant.v1.GrantStatus0\x01\x12a\n" +
+	"\fRequestGrant\x12 .nhid.agent.v1.AgentGrantRequest\x1a\x1a.nhid.grant.v1.GrantStatus0\x01\x12O\n" +
+	"\tWaitGrant\x12$.nhid.agent.v1.AgentWaitGrantRequest\x1a\x1a.nhid.grant.v1.GrantStatus0\x01\x12a\n" +
 	"\fReleaseGrant\x12'.nhid.agent.v1.AgentReleaseGrantRequest\x1a(.nhid.agent.v1.AgentReleaseGrantResponse\x12[\n" +
 	"\n" +
-	"ListGrants\x12%.nhid.agent.v1.AgentListGrantsRequest\x1a&.nhid.agent.v1.AgentListGrantsResponseB2Z0github.com/nhid/nhid/proto/nhid/agent/v1;agentv1b\x06proto3"
+	"ListGrants\x12%.nhid.agent.v1.AgentListGrantsRequest\x1a&.nhid.agent.v1.AgentListGrantsResponse\x12o\n" +
+	"\x14ReportWorkloadEvents\x12*.nhid.agent.v1.ReportWorkloadEventsRequest\x1a+.nhid.agent.v1.ReportWorkloadEventsResponseB2Z0github.com/nhid/nhid/proto/nhid/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_nhid_agent_v1_grant_proto_rawDescOnce sync.Once
@@ -288,31 +555,40 @@ func file_nhid_agent_v1_grant_proto_rawDescGZIP() []byte {
 	return file_nhid_agent_v1_grant_proto_rawDescData
 }
 
-var file_nhid_agent_v1_grant_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_nhid_agent_v1_grant_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_nhid_agent_v1_grant_proto_goTypes = []any{
-	(*AgentGrantRequest)(nil),         // 0: nhid.agent.v1.AgentGrantRequest
-	(*AgentReleaseGrantRequest)(nil),  // 1: nhid.agent.v1.AgentReleaseGrantRequest
-	(*AgentReleaseGrantResponse)(nil), // 2: nhid.agent.v1.AgentReleaseGrantResponse
-	(*AgentListGrantsRequest)(nil),    // 3: nhid.agent.v1.AgentListGrantsRequest
-	(*AgentListGrantsResponse)(nil),   // 4: nhid.agent.v1.AgentListGrantsResponse
-	(*v1.GrantRequest)(nil),           // 5: nhid.grant.v1.GrantRequest
-	(*v11.Grant)(nil),                 // 6: nhid.types.v1.Grant
-	(*v1.GrantStatus)(nil),            // 7: nhid.grant.v1.GrantStatus
+	(*WorkloadEvent)(nil),                // 0: nhid.agent.v1.WorkloadEvent
+	(*ReportWorkloadEventsRequest)(nil),  // 1: nhid.agent.v1.ReportWorkloadEventsRequest
+	(*ReportWorkloadEventsResponse)(nil), // 2: nhid.agent.v1.ReportWorkloadEventsResponse
+	(*AgentGrantRequest)(nil),            // 3: nhid.agent.v1.AgentGrantRequest
+	(*AgentWaitGrantRequest)(nil),        // 4: nhid.agent.v1.AgentWaitGrantRequest
+	(*AgentReleaseGrantRequest)(nil),     // 5: nhid.agent.v1.AgentReleaseGrantRequest
+	(*AgentReleaseGrantResponse)(nil),    // 6: nhid.agent.v1.AgentReleaseGrantResponse
+	(*AgentListGrantsRequest)(nil),       // 7: nhid.agent.v1.AgentListGrantsRequest
+	(*AgentListGrantsResponse)(nil),      // 8: nhid.agent.v1.AgentListGrantsResponse
+	(*v1.GrantRequest)(nil),              // 9: nhid.grant.v1.GrantRequest
+	(*v11.Grant)(nil),                    // 10: nhid.types.v1.Grant
+	(*v1.GrantStatus)(nil),               // 11: nhid.grant.v1.GrantStatus
 }
 var file_nhid_agent_v1_grant_proto_depIdxs = []int32{
-	5, // 0: nhid.agent.v1.AgentGrantRequest.request:type_name -> nhid.grant.v1.GrantRequest
-	6, // 1: nhid.agent.v1.AgentListGrantsResponse.grants:type_name -> nhid.types.v1.Grant
-	0, // 2: nhid.agent.v1.AgentGrantService.RequestGrant:input_type -> nhid.agent.v1.AgentGrantRequest
-	1, // 3: nhid.agent.v1.AgentGrantService.ReleaseGrant:input_type -> nhid.agent.v1.AgentReleaseGrantRequest
-	3, // 4: nhid.agent.v1.AgentGrantService.ListGrants:input_type -> nhid.agent.v1.AgentListGrantsRequest
-	7, // 5: nhid.agent.v1.AgentGrantService.RequestGrant:output_type -> nhid.grant.v1.GrantStatus
-	2, // 6: nhid.agent.v1.AgentGrantService.ReleaseGrant:output_type -> nhid.agent.v1.AgentReleaseGrantResponse
-	4, // 7: nhid.agent.v1.AgentGrantService.ListGrants:output_type -> nhid.agent.v1.AgentListGrantsResponse
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	0,  // 0: nhid.agent.v1.ReportWorkloadEventsRequest.events:type_name -> nhid.agent.v1.WorkloadEvent
+	9,  // 1: nhid.agent.v1.AgentGrantRequest.request:type_name -> nhid.grant.v1.GrantRequest
+	10, // 2: nhid.agent.v1.AgentListGrantsResponse.grants:type_name -> nhid.types.v1.Grant
+	3,  // 3: nhid.agent.v1.AgentGrantService.RequestGrant:input_type -> nhid.agent.v1.AgentGrantRequest
+	4,  // 4: nhid.agent.v1.AgentGrantService.WaitGrant:input_type -> nhid.agent.v1.AgentWaitGrantRequest
+	5,  // 5: nhid.agent.v1.AgentGrantService.ReleaseGrant:input_type -> nhid.agent.v1.AgentReleaseGrantRequest
+	7,  // 6: nhid.agent.v1.AgentGrantService.ListGrants:input_type -> nhid.agent.v1.AgentListGrantsRequest
+	1,  // 7: nhid.agent.v1.AgentGrantService.ReportWorkloadEvents:input_type -> nhid.agent.v1.ReportWorkloadEventsRequest
+	11, // 8: nhid.agent.v1.AgentGrantService.RequestGrant:output_type -> nhid.grant.v1.GrantStatus
+	11, // 9: nhid.agent.v1.AgentGrantService.WaitGrant:output_type -> nhid.grant.v1.GrantStatus
+	6,  // 10: nhid.agent.v1.AgentGrantService.ReleaseGrant:output_type -> nhid.agent.v1.AgentReleaseGrantResponse
+	8,  // 11: nhid.agent.v1.AgentGrantService.ListGrants:output_type -> nhid.agent.v1.AgentListGrantsResponse
+	2,  // 12: nhid.agent.v1.AgentGrantService.ReportWorkloadEvents:output_type -> nhid.agent.v1.ReportWorkloadEventsResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_nhid_agent_v1_grant_proto_init() }
@@ -326,7 +602,7 @@ func file_nhid_agent_v1_grant_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nhid_agent_v1_grant_proto_rawDesc), len(file_nhid_agent_v1_grant_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,9 +20,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentGrantService_RequestGrant_FullMethodName = "/nhid.agent.v1.AgentGrantService/RequestGrant"
-	AgentGrantService_ReleaseGrant_FullMethodName = "/nhid.agent.v1.AgentGrantService/ReleaseGrant"
-	AgentGrantService_ListGrants_FullMethodName   = "/nhid.agent.v1.AgentGrantService/ListGrants"
+	AgentGrantService_RequestGrant_FullMethodName         = "/nhid.agent.v1.AgentGrantService/RequestGrant"
+	AgentGrantService_WaitGrant_FullMethodName            = "/nhid.agent.v1.AgentGrantService/WaitGrant"
+	AgentGrantService_ReleaseGrant_FullMethodName         = "/nhid.agent.v1.AgentGrantService/ReleaseGrant"
+	AgentGrantService_ListGrants_FullMethodName           = "/nhid.agent.v1.AgentGrantService/ListGrants"
+	AgentGrantService_ReportWorkloadEvents_FullMethodName = "/nhid.agent.v1.AgentGrantService/ReportWorkloadEvents"
 )
 
 // AgentGrantServiceClient is the client API for AgentGrantService service.
@@ -34,8 +36,16 @@ const (
 // that the calling node is authorised for the entry.
 type AgentGrantServiceClient interface {
 	RequestGrant(ctx context.Context, in *AgentGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.GrantStatus], error)
+	// WaitGrant resumes waiting on a grant after the RequestGrant stream broke
+	// (for instance while the server restarted): it streams the grant's status
+	// as RequestGrant would from the current state on.
+	WaitGrant(ctx context.Context, in *AgentWaitGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.GrantStatus], error)
 	ReleaseGrant(ctx context.Context, in *AgentReleaseGrantRequest, opts ...grpc.CallOption) (*AgentReleaseGrantResponse, error)
 	ListGrants(ctx context.Context, in *AgentListGrantsRequest, opts ...grpc.CallOption) (*AgentListGrantsResponse, error)
+	// ReportWorkloadEvents sends the server what the agent saw on its
+	// Workload API that the audit log and reputation need: workload
+	// attestation failures. Best effort; the agent batches them.
+	ReportWorkloadEvents(ctx context.Context, in *ReportWorkloadEventsRequest, opts ...grpc.CallOption) (*ReportWorkloadEventsResponse, error)
 }
 
 type agentGrantServiceClient struct {
@@ -65,6 +75,25 @@ func (c *agentGrantServiceClient) RequestGrant(ctx context.Context, in *AgentGra
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentGrantService_RequestGrantClient = grpc.ServerStreamingClient[v1.GrantStatus]
 
+func (c *agentGrantServiceClient) WaitGrant(ctx context.Context, in *AgentWaitGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.GrantStatus], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentGrantService_ServiceDesc.Streams[1], AgentGrantService_WaitGrant_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AgentWaitGrantRequest, v1.GrantStatus]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentGrantService_WaitGrantClient = grpc.ServerStreamingClient[v1.GrantStatus]
+
 func (c *agentGrantServiceClient) ReleaseGrant(ctx context.Context, in *AgentReleaseGrantRequest, opts ...grpc.CallOption) (*AgentReleaseGrantResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AgentReleaseGrantResponse)
@@ -85,6 +114,16 @@ func (c *agentGrantServiceClient) ListGrants(ctx context.Context, in *AgentListG
 	return out, nil
 }
 
+func (c *agentGrantServiceClient) ReportWorkloadEvents(ctx context.Context, in *ReportWorkloadEventsRequest, opts ...grpc.CallOption) (*ReportWorkloadEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportWorkloadEventsResponse)
+	err := c.cc.Invoke(ctx, AgentGrantService_ReportWorkloadEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentGrantServiceServer is the server API for AgentGrantService service.
 // All implementations must embed UnimplementedAgentGrantServiceServer
 // for forward compatibility.
@@ -94,8 +133,16 @@ func (c *agentGrantServiceClient) ListGrants(ctx context.Context, in *AgentListG
 // that the calling node is authorised for the entry.
 type AgentGrantServiceServer interface {
 	RequestGrant(*AgentGrantRequest, grpc.ServerStreamingServer[v1.GrantStatus]) error
+	// WaitGrant resumes waiting on a grant after the RequestGrant stream broke
+	// (for instance while the server restarted): it streams the grant's status
+	// as RequestGrant would from the current state on.
+	WaitGrant(*AgentWaitGrantRequest, grpc.ServerStreamingServer[v1.GrantStatus]) error
 	ReleaseGrant(context.Context, *AgentReleaseGrantRequest) (*AgentReleaseGrantResponse, error)
 	ListGrants(context.Context, *AgentListGrantsRequest) (*AgentListGrantsResponse, error)
+	// ReportWorkloadEvents sends the server what the agent saw on its
+	// Workload API that the audit log and reputation need: workload
+	// attestation failures. Best effort; the agent batches them.
+	ReportWorkloadEvents(context.Context, *ReportWorkloadEventsRequest) (*ReportWorkloadEventsResponse, error)
 	mustEmbedUnimplementedAgentGrantServiceServer()
 }
 
@@ -109,11 +156,17 @@ type UnimplementedAgentGrantServiceServer struct{}
 func (UnimplementedAgentGrantServiceServer) RequestGrant(*AgentGrantRequest, grpc.ServerStreamingServer[v1.GrantStatus]) error {
 	return status.Error(codes.Unimplemented, "method RequestGrant not implemented")
 }
+func (UnimplementedAgentGrantServiceServer) WaitGrant(*AgentWaitGrantRequest, grpc.ServerStreamingServer[v1.GrantStatus]) error {
+	return status.Error(codes.Unimplemented, "method WaitGrant not implemented")
+}
 func (UnimplementedAgentGrantServiceServer) ReleaseGrant(context.Context, *AgentReleaseGrantRequest) (*AgentReleaseGrantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseGrant not implemented")
 }
 func (UnimplementedAgentGrantServiceServer) ListGrants(context.Context, *AgentListGrantsRequest) (*AgentListGrantsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListGrants not implemented")
+}
+func (UnimplementedAgentGrantServiceServer) ReportWorkloadEvents(context.Context, *ReportWorkloadEventsRequest) (*ReportWorkloadEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportWorkloadEvents not implemented")
 }
 func (UnimplementedAgentGrantServiceServer) mustEmbedUnimplementedAgentGrantServiceServer() {}
 func (UnimplementedAgentGrantServiceServer) testEmbeddedByValue()                           {}
@@ -146,6 +199,17 @@ func _AgentGrantService_RequestGrant_Handler(srv interface{}, stream grpc.Server
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentGrantService_RequestGrantServer = grpc.ServerStreamingServer[v1.GrantStatus]
+
+func _AgentGrantService_WaitGrant_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AgentWaitGrantRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentGrantServiceServer).WaitGrant(m, &grpc.GenericServerStream[AgentWaitGrantRequest, v1.GrantStatus]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentGrantService_WaitGrantServer = grpc.ServerStreamingServer[v1.GrantStatus]
 
 func _AgentGrantService_ReleaseGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AgentReleaseGrantRequest)
@@ -183,6 +247,24 @@ func _AgentGrantService_ListGrants_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentGrantService_ReportWorkloadEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportWorkloadEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentGrantServiceServer).ReportWorkloadEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentGrantService_ReportWorkloadEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentGrantServiceServer).ReportWorkloadEvents(ctx, req.(*ReportWorkloadEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentGrantService_ServiceDesc is the grpc.ServiceDesc for AgentGrantService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -198,11 +280,20 @@ var AgentGrantService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListGrants",
 			Handler:    _AgentGrantService_ListGrants_Handler,
 		},
+		{
+			MethodName: "ReportWorkloadEvents",
+			Handler:    _AgentGrantService_ReportWorkloadEvents_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "RequestGrant",
 			Handler:       _AgentGrantService_RequestGrant_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WaitGrant",
+			Handler:       _AgentGrantService_WaitGrant_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -118,8 +118,28 @@ type Grant struct {
 	ExpiresAt      int64  `protobuf:"varint,19,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	EndedAt        int64  `protobuf:"varint,20,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
 	// ended_by is who released or revoked the grant.
-	EndedBy       string `protobuf:"bytes,21,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
-	Revision      int64  `protobuf:"varint,22,opt,name=revision,proto3" json:"revision,omitempty"`
+	EndedBy  string `protobuf:"bytes,21,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
+	Revision int64  `protobuf:"varint,22,opt,name=revision,proto3" json:"revision,omitempty"`
+	// approvals_required is how many distinct people must approve a grant
+	// that policy (or a restricted reputation) sent to approval: 1, or 2 when
+	// policy marked it critical. 0 for grants that never needed approval.
+	ApprovalsRequired int32 `protobuf:"varint,23,opt,name=approvals_required,json=approvalsRequired,proto3" json:"approvals_required,omitempty"`
+	// approvals are the human decisions taken so far, oldest first.
+	Approvals []*Approval `protobuf:"bytes,24,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	// approval_deadline (unix seconds): a PENDING grant still undecided then
+	// is DENIED with the reason "approval timed out".
+	ApprovalDeadline int64 `protobuf:"varint,25,opt,name=approval_deadline,json=approvalDeadline,proto3" json:"approval_deadline,omitempty"`
+	// ttl is the lifetime in seconds the grant gets once ACTIVE: the request's
+	// ttl capped by the server and by policy. An approved grant's lifetime
+	// starts at its approval.
+	Ttl int32 `protobuf:"varint,26,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// critical: policy marked the request critical (two approvers).
+	Critical bool `protobuf:"varint,27,opt,name=critical,proto3" json:"critical,omitempty"`
+	// reputation is the subject's score when the request was decided.
+	Reputation int32 `protobuf:"varint,28,opt,name=reputation,proto3" json:"reputation,omitempty"`
+	// restricted: approval was required because the subject's reputation was
+	// below the restrict threshold, whatever policy said.
+	Restricted    bool `protobuf:"varint,29,opt,name=restricted,proto3" json:"restricted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,11 +328,132 @@ func (x *Grant) GetRevision() int64 {
 	return 0
 }
 
+func (x *Grant) GetApprovalsRequired() int32 {
+	if x != nil {
+		return x.ApprovalsRequired
+	}
+	return 0
+}
+
+func (x *Grant) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *Grant) GetApprovalDeadline() int64 {
+	if x != nil {
+		return x.ApprovalDeadline
+	}
+	return 0
+}
+
+func (x *Grant) GetTtl() int32 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *Grant) GetCritical() bool {
+	if x != nil {
+		return x.Critical
+	}
+	return false
+}
+
+func (x *Grant) GetReputation() int32 {
+	if x != nil {
+		return x.Reputation
+	}
+	return 0
+}
+
+func (x *Grant) GetRestricted() bool {
+	if x != nil {
+		return x.Restricted
+	}
+	return false
+}
+
+// Approval is one person's decision on a PENDING grant.
+type Approval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// approver names who decided, as the server authenticated them, e.g.
+	// "unix:alice(1000)".
+	Approver string `protobuf:"bytes,1,opt,name=approver,proto3" json:"approver,omitempty"`
+	Approved bool   `protobuf:"varint,2,opt,name=approved,proto3" json:"approved,omitempty"`
+	Reason   string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// at is unix seconds.
+	At            int64 `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_nhid_types_v1_grant_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_nhid_types_v1_grant_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_nhid_types_v1_grant_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Approval) GetApprover() string {
+	if x != nil {
+		return x.Approver
+	}
+	return ""
+}
+
+func (x *Approval) GetApproved() bool {
+	if x != nil {
+		return x.Approved
+	}
+	return false
+}
+
+func (x *Approval) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Approval) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
 var File_nhid_types_v1_grant_proto protoreflect.FileDescriptor
 
 const file_nhid_types_v1_grant_proto_rawDesc = "" +
 	"\n" +
-	"\x19nhid/types/v1/grant.proto\x12\rnhid.types.v1\"\x9c\x05\n" +
+	"\x19nhid/types/v1/grant.proto\x12\rnhid.types.v1\"\x9d\a\n" +
 	"\x05Grant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x19\n" +
@@ -339,7 +480,23 @@ const file_nhid_types_v1_grant_proto_rawDesc = "" +
 	"expires_at\x18\x13 \x01(\x03R\texpiresAt\x12\x19\n" +
 	"\bended_at\x18\x14 \x01(\x03R\aendedAt\x12\x19\n" +
 	"\bended_by\x18\x15 \x01(\tR\aendedBy\x12\x1a\n" +
-	"\brevision\x18\x16 \x01(\x03R\brevision*\xc6\x01\n" +
+	"\brevision\x18\x16 \x01(\x03R\brevision\x12-\n" +
+	"\x12approvals_required\x18\x17 \x01(\x05R\x11approvalsRequired\x125\n" +
+	"\tapprovals\x18\x18 \x03(\v2\x17.nhid.types.v1.ApprovalR\tapprovals\x12+\n" +
+	"\x11approval_deadline\x18\x19 \x01(\x03R\x10approvalDeadline\x12\x10\n" +
+	"\x03ttl\x18\x1a \x01(\x05R\x03ttl\x12\x1a\n" +
+	"\bcritical\x18\x1b \x01(\bR\bcritical\x12\x1e\n" +
+	"\n" +
+	"reputation\x18\x1c \x01(\x05R\n" +
+	"reputation\x12\x1e\n" +
+	"\n" +
+	"restricted\x18\x1d \x01(\bR\n" +
+	"restricted\"j\n" +
+	"\bApproval\x12\x1a\n" +
+	"\bapprover\x18\x01 \x01(\tR\bapprover\x12\x1a\n" +
+	"\bapproved\x18\x02 \x01(\bR\bapproved\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02at\x18\x04 \x01(\x03R\x02at*\xc6\x01\n" +
 	"\vGrantStatus\x12\x1c\n" +
 	"\x18GRANT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14GRANT_STATUS_PENDING\x10\x01\x12\x17\n" +
@@ -362,18 +519,20 @@ func file_nhid_types_v1_grant_proto_rawDescGZIP() []byte {
 }
 
 var file_nhid_types_v1_grant_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_nhid_types_v1_grant_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_nhid_types_v1_grant_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_nhid_types_v1_grant_proto_goTypes = []any{
 	(GrantStatus)(0), // 0: nhid.types.v1.GrantStatus
 	(*Grant)(nil),    // 1: nhid.types.v1.Grant
+	(*Approval)(nil), // 2: nhid.types.v1.Approval
 }
 var file_nhid_types_v1_grant_proto_depIdxs = []int32{
 	0, // 0: nhid.types.v1.Grant.status:type_name -> nhid.types.v1.GrantStatus
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 1: nhid.types.v1.Grant.approvals:type_name -> nhid.types.v1.Approval
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_nhid_types_v1_grant_proto_init() }
@@ -387,7 +546,7 @@ func file_nhid_types_v1_grant_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nhid_types_v1_grant_proto_rawDesc), len(file_nhid_types_v1_grant_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
