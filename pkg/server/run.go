@@ -14,9 +14,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 
+	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/ca"
 	"github.com/nhid/nhid/pkg/grant"
+	"github.com/nhid/nhid/pkg/notify"
 	"github.com/nhid/nhid/pkg/policy"
+	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/server/agentapi"
 	"github.com/nhid/nhid/pkg/server/relyingparty"
@@ -36,6 +39,13 @@ type components struct {
 	policy *policy.Engine // nil without a policy
 	grants *grant.Service
 	rp     *relyingparty.Server // nil when disabled
+
+	// Issue #5's components. audit is audit.Discard and notifier
+	// notify.Discard until their builders set them; reputation is nil
+	// when scores are not tracked (every subject at the baseline).
+	audit      audit.Recorder
+	notifier   notify.Notifier
+	reputation reputation.Tracker
 
 	agentSrv, adminSrv *grpc.Server
 	httpSrv            *http.Server
@@ -105,6 +115,7 @@ func (s *Server) openCA(ctx context.Context, st store.Store) (*ca.CA, error) {
 }
 
 func (s *Server) buildServices(ctx context.Context, c *components) error {
+	c.audit, c.notifier = audit.Discard, notify.Discard
 	verifiers, err := s.cfg.NodeVerifiers(VerifierDeps{
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, Clock: s.cfg.Clock, Log: s.log,
 	})
