@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
@@ -21,7 +23,9 @@ type AuditAppend struct {
 	// an empty log) and each PrevHash the Hash of the record before.
 	Records []*typesv1.AuditRecord
 	// Checkpoint, if set, is stored too; its seq must be that of one of
-	// the records or of the head.
+	// the records or of the head, and its head_hash that record's hash.
+	// Checkpoints are kept by (seq, key_id): several servers may sign the
+	// same seq, one key only once (ErrAlreadyExists).
 	Checkpoint *typesv1.AuditCheckpoint
 }
 
@@ -55,4 +59,51 @@ type AuditStore interface {
 	// ListAuditCheckpoints returns up to limit (0 = all) checkpoints with
 	// seq >= fromSeq, in seq order.
 	ListAuditCheckpoints(ctx context.Context, fromSeq uint64, limit int) ([]*typesv1.AuditCheckpoint, error)
+}
+
+// AuditHashSize is the size of record hashes (SHA-256).
+const AuditHashSize = 32
+
+// maxAuditKeyIDLen bounds a checkpoint's key_id, which backends use in keys.
+const maxAuditKeyIDLen = 128
+
+// Check reports, as ErrInvalidArgument naming the field, whether a
+// continues the chain whose head is head. Backends call it inside their
+// write transaction; they never recompute hashes.
+func (a AuditAppend) Check(head AuditHead) error {
+	seq, prev := head.Seq, head.Hash
+	if seq == 0 {
+		prev = make([]byte, AuditHashSize)
+	}
+	for i, r := range a.Records {
+		switch {
+		case r == nil:
+			return fmt.Errorf("audit append: records[%d] is nil: %w", i, ErrInvalidArgument)
+		case r.GetSeq() != seq+1:
+			return fmt.Errorf("audit append: records[%d].seq is %d, want %d (the chain's head is at %d): %w", i, r.GetSeq(), seq+1, head.Seq, ErrInvalidArgument)
+		case !bytes.Equal(r.GetPrevHash(), prev):
+			return fmt.Errorf("audit append: records[%d].prev_hash is not the hash of record %d: %w", i, seq, ErrInvalidArgument)
+		case len(r.GetHash()) != AuditHashSize:
+			return fmt.Errorf("audit append: records[%d].hash is %d bytes, want %d: %w", i, len(r.GetHash()), AuditHashSize, ErrInvalidArgument)
+		}
+		seq, prev = r.GetSeq(), r.GetHash()
+	}
+	cp := a.Checkpoint
+	if cp == nil {
+		return nil
+	}
+	switch {
+	case cp.GetKeyId() == "" || len(cp.GetKeyId()) > maxAuditKeyIDLen:
+		return fmt.Errorf("audit append: checkpoint.key_id must be 1 to %d bytes: %w", maxAuditKeyIDLen, ErrInvalidArgument)
+	case cp.GetSeq() == 0 || cp.GetSeq() > seq || cp.GetSeq() < head.Seq:
+		return fmt.Errorf("audit append: checkpoint.seq %d is neither the head's (%d) nor one of the appended records': %w", cp.GetSeq(), head.Seq, ErrInvalidArgument)
+	}
+	want := head.Hash
+	if cp.GetSeq() > head.Seq {
+		want = a.Records[cp.GetSeq()-head.Seq-1].GetHash()
+	}
+	if !bytes.Equal(cp.GetHeadHash(), want) {
+		return fmt.Errorf("audit append: checkpoint.head_hash is not the hash of record %d: %w", cp.GetSeq(), ErrInvalidArgument)
+	}
+	return nil
 }

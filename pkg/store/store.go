@@ -51,7 +51,9 @@ type Store interface {
 	TokenStore
 	BundleStore
 	LedgerStore
+	AuditStore
 	GrantStore
+	ReputationStore
 	Watcher
 	// Revision is the current global revision.
 	Revision(ctx context.Context) (int64, error)

@@ -47,6 +47,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ledger", ledgerTests},
 		{"Grants", grantTests},
 		{"GrantLists", grantListTests},
+		{"Audit", auditTests},
+		{"Reputation", reputationTests},
 		{"Watch", watchTests},
 		{"Concurrency", concurrencyTests},
 		{"Isolation", isolationTests},
