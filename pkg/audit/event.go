@@ -17,6 +17,15 @@ const (
 	ActionReputationAlert    = "reputation.threshold" // a score crossed alert or restrict
 )
 
+// Actions the audit log records about itself and the server.
+const (
+	// ActionAuditKey announces a server's checkpoint signing key (details:
+	// key_id, public_key); the server records it at every start.
+	ActionAuditKey = "audit.key"
+	// ActionServerStop is a clean shutdown, the server's last record.
+	ActionServerStop = "server.stop"
+)
+
 // Outcomes of a record.
 const (
 	OutcomeSuccess = "success"
