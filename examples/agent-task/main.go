@@ -4,7 +4,8 @@
 //     shows what it was issued for (purpose, owner);
 //  2. it asks the agent's Grant API for a just-in-time grant for the task
 //     (scopes, resource, action, reason, TTL) and waits, if policy says
-//     so, for a human to approve it;
+//     so, for people to approve it (`nhidctl approval approve ID`); the
+//     agent keeps the wait going across server restarts;
 //  3. it presents the grant's Transaction Token in a Txn-Token header to a
 //     resource server over mTLS with its X.509-SVID, and prints the answer;
 //  4. it releases the grant, ending it before its TTL.

@@ -67,7 +67,9 @@ func (p *printer) status(st *grantv1.GrantStatus) {
 		Reason: st.GetReason(), Rule: st.GetRule(), Scopes: st.GetScopes(), ExpiresAt: st.GetExpiresAt()}
 	switch st.GetState() {
 	case grantv1.GrantState_GRANT_STATE_PENDING_APPROVAL:
-		p.emit(e, "grant %s waits for a human approval: %s", st.GetGrantId(), st.GetReason())
+		// While it waits, expires_at is the approval deadline.
+		p.emit(e, "grant %s waits for a human approval (until %s): %s", st.GetGrantId(),
+			time.Unix(st.GetExpiresAt(), 0).UTC().Format(time.RFC3339), st.GetReason())
 	case grantv1.GrantState_GRANT_STATE_GRANTED:
 		p.emit(e, "granted %s by rule %q: scopes %s until %s", st.GetGrantId(), st.GetRule(),
 			strings.Join(st.GetScopes(), " "), time.Unix(st.GetExpiresAt(), 0).UTC().Format(time.RFC3339))

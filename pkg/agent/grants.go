@@ -104,6 +104,23 @@ func (s *serverConn) grantClient(track bool) (agentv1.AgentGrantServiceClient, *
 // RequestGrant implements grants.Server. The request keeps its connection
 // open until it ends, even if a renewal replaces the connection meanwhile.
 func (s *serverConn) RequestGrant(ctx context.Context, in *agentv1.AgentGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[grantv1.GrantStatus], error) {
+	return s.trackedStream(ctx, func(ctx context.Context, c agentv1.AgentGrantServiceClient) (grpc.ServerStreamingClient[grantv1.GrantStatus], error) {
+		return c.RequestGrant(ctx, in, opts...)
+	})
+}
+
+// WaitGrant implements grants.Server: a wait resumed after a RequestGrant
+// stream broke, kept open across renewals as RequestGrant is. After a
+// server failover it goes to whichever server the connection reaches.
+func (s *serverConn) WaitGrant(ctx context.Context, in *agentv1.AgentWaitGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[grantv1.GrantStatus], error) {
+	return s.trackedStream(ctx, func(ctx context.Context, c agentv1.AgentGrantServiceClient) (grpc.ServerStreamingClient[grantv1.GrantStatus], error) {
+		return c.WaitGrant(ctx, in, opts...)
+	})
+}
+
+// trackedStream opens a grant status stream on the current connection,
+// counting it as a request in flight on that connection until it ends.
+func (s *serverConn) trackedStream(ctx context.Context, open func(context.Context, agentv1.AgentGrantServiceClient) (grpc.ServerStreamingClient[grantv1.GrantStatus], error)) (grpc.ServerStreamingClient[grantv1.GrantStatus], error) {
 	c, conn := s.grantClient(true)
 	if c == nil {
 		return nil, errNotConnected
@@ -112,7 +129,7 @@ func (s *serverConn) RequestGrant(ctx context.Context, in *agentv1.AgentGrantReq
 	done := func() { once.Do(func() { s.grants.done(conn) }) }
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(ctx, done)
-	st, err := c.RequestGrant(ctx, in, opts...)
+	st, err := open(ctx, c)
 	if err != nil {
 		stop()
 		cancel()

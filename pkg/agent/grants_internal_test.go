@@ -61,6 +61,9 @@ func TestServerConn_GrantCallsWithoutConnectionAreUnavailable(t *testing.T) {
 	if _, err := s.RequestGrant(t.Context(), nil); err != errNotConnected {
 		t.Errorf("RequestGrant: %v, want errNotConnected", err)
 	}
+	if _, err := s.WaitGrant(t.Context(), nil); err != errNotConnected {
+		t.Errorf("WaitGrant: %v, want errNotConnected", err)
+	}
 	if _, err := s.ReleaseGrant(t.Context(), nil); err != errNotConnected {
 		t.Errorf("ReleaseGrant: %v, want errNotConnected", err)
 	}

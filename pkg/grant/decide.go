@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nhid/nhid/pkg/policy"
+	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/telemetry"
 	grantv1 "github.com/nhid/nhid/proto/nhid/grant/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -26,6 +27,7 @@ const (
 	reasonOutsideCeiling = "requested scopes are outside the entry's scope ceiling"
 	reasonNarrowedAway   = "policy allowed none of the requested scopes within the entry's scope ceiling"
 	reasonTimedOut       = "approval timed out"
+	reasonRestricted     = "the subject's reputation is below the restrict threshold: every grant needs a person's approval"
 )
 
 // Request is one grant request as the agent API hands it over, after it
@@ -48,7 +50,8 @@ type Result struct {
 
 // Request validates req, lets policy decide and stores the grant: ACTIVE
 // with a Txn-Token on allow, DENIED with the reason on deny, PENDING when
-// policy requires approval. Errors: grantreq.ErrInvalidRequest (nothing stored),
+// policy requires approval or the subject's reputation is restricted (see
+// docs/approvals.md). Errors: grantreq.ErrInvalidRequest (nothing stored),
 // ErrNoPolicy (nothing stored), or a failure to store or sign.
 func (s *Service) Request(ctx context.Context, req Request) (Result, error) {
 	if req.Entry == nil || req.Node == nil {
@@ -70,6 +73,7 @@ func (s *Service) Request(ctx context.Context, req Request) (Result, error) {
 	}
 	s.metrics.observe(res.Grant.GetStatus(), time.Since(start))
 	s.logDecision(ctx, res.Grant, dec)
+	s.decided(ctx, res.Grant, dec)
 	return res, nil
 }
 
@@ -97,24 +101,27 @@ func (s *Service) newGrant(req Request, now time.Time) *typesv1.Grant {
 // decide fills g from the decision and stores it; dec is what policy said
 // (the zero Decision when the scope ceiling decided first).
 func (s *Service) decide(ctx context.Context, req Request, g *typesv1.Grant, details []any, now time.Time) (Result, policy.Decision, error) {
+	st := s.standing(ctx, g.SpiffeId)
+	g.Reputation = int32(st.Score)
 	scopes := intersect(g.RequestedScopes, req.Entry.GetScopeCeiling())
 	if len(scopes) == 0 {
 		deny(g, RuleScopeCeiling, reasonOutsideCeiling, now)
 		res, err := s.save(ctx, g, "")
 		return res, policy.Decision{}, err
 	}
-	in, err := s.input(ctx, req, details, now)
+	in, err := s.input(ctx, req, details, st.Score, now)
 	if err != nil {
 		return Result{}, policy.Decision{}, err
 	}
 	dec := s.policy.Decide(ctx, in)
-	res, err := s.apply(ctx, g, dec, scopes, now)
+	res, err := s.apply(ctx, g, dec, st, scopes, now)
 	return res, dec, err
 }
 
 // apply turns the decision into the stored grant. scopes are the requested
-// scopes within the entry's ceiling.
-func (s *Service) apply(ctx context.Context, g *typesv1.Grant, dec policy.Decision, scopes []string, now time.Time) (Result, error) {
+// scopes within the entry's ceiling; st is the subject's standing, which
+// turns an allow into a wait for approval when it is restricted.
+func (s *Service) apply(ctx context.Context, g *typesv1.Grant, dec policy.Decision, st reputation.Standing, scopes []string, now time.Time) (Result, error) {
 	g.Rule, g.DecisionReason = dec.Rule, dec.Reason
 	ttl := min(time.Duration(g.RequestedTtl)*time.Second, s.maxTTL)
 	switch dec.Effect {
@@ -130,15 +137,33 @@ func (s *Service) apply(ctx context.Context, g *typesv1.Grant, dec policy.Decisi
 			return s.save(ctx, g, "")
 		}
 		g.Scopes = scopes
-		return s.allow(ctx, g, ttl)
+		if !st.Restricted {
+			return s.allow(ctx, g, ttl)
+		}
+		s.pend(g, ttl, 1, now)
+		g.Restricted, g.DecisionReason = true, reasonRestricted
 	case policy.RequireApproval:
-		g.Status = typesv1.GrantStatus_GRANT_STATUS_PENDING
 		g.Scopes = scopes
-		g.ExpiresAt = now.Add(ttl).Unix()
+		required := int32(1)
+		if dec.Critical {
+			required = 2
+		}
+		s.pend(g, ttl, required, now)
+		g.Critical, g.Restricted = dec.Critical, st.Restricted
 	default:
 		deny(g, dec.Rule, dec.Reason, now)
 	}
 	return s.save(ctx, g, "")
+}
+
+// pend makes g wait for required approvals until the approval deadline.
+// Its lifetime, ttl, starts when it is approved, so it has no expiry yet.
+func (s *Service) pend(g *typesv1.Grant, ttl time.Duration, required int32, now time.Time) {
+	g.Status = typesv1.GrantStatus_GRANT_STATUS_PENDING
+	g.ApprovalsRequired = required
+	g.ApprovalDeadline = now.Add(s.approvalTimeout).Unix()
+	g.Ttl = int32(ttl / time.Second)
+	g.ExpiresAt = 0
 }
 
 // deny makes g a denial that ended when it was decided.
@@ -170,9 +195,9 @@ func (s *Service) save(ctx context.Context, g *typesv1.Grant, token string) (Res
 	return Result{Grant: stored, Token: token}, nil
 }
 
-// input gathers what policy sees: the subject, the request, the time and
-// the subject's usage counters.
-func (s *Service) input(ctx context.Context, req Request, details []any, now time.Time) (policy.Input, error) {
+// input gathers what policy sees: the subject with its reputation score,
+// the request, the time and the subject's usage counters.
+func (s *Service) input(ctx context.Context, req Request, details []any, score int, now time.Time) (policy.Input, error) {
 	usage, err := s.usage(ctx, req.Entry.GetSpiffeId(), now)
 	if err != nil {
 		return policy.Input{}, err
@@ -186,7 +211,7 @@ func (s *Service) input(ctx context.Context, req Request, details []any, now tim
 			Owner:         req.Entry.GetOwner(),
 			Selectors:     slices.Clone(req.Entry.GetSelectors()),
 			NodeSelectors: slices.Clone(req.Node.GetSelectors()),
-			Reputation:    BaselineReputation,
+			Reputation:    score,
 		},
 		Request: policy.Request{
 			Scopes:               slices.Clone(r.GetScopes()),
@@ -249,8 +274,15 @@ func (s *Service) logDecision(ctx context.Context, g *typesv1.Grant, dec policy.
 	if g.GetExpiresAt() != 0 {
 		attrs = append(attrs, slog.Int64(telemetry.ExpiresAt, g.GetExpiresAt()))
 	}
+	if g.GetStatus() == typesv1.GrantStatus_GRANT_STATUS_PENDING {
+		attrs = append(attrs, slog.Int("approvals_required", int(g.GetApprovalsRequired())),
+			slog.Int64("approval_deadline", g.GetApprovalDeadline()))
+	}
 	if dec.Critical {
 		attrs = append(attrs, slog.Bool("critical", true))
+	}
+	if g.GetRestricted() {
+		attrs = append(attrs, slog.Bool("restricted", true), slog.Int("reputation", int(g.GetReputation())))
 	}
 	telemetry.Logger(ctx, s.log).LogAttrs(ctx, slog.LevelInfo, "grant decided", attrs...)
 }

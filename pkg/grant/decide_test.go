@@ -32,6 +32,7 @@ func TestRequest_AllowStoresAnActiveGrantAndIssuesItsTxnToken(t *testing.T) {
 		AuthorizationDetails: r.AuthorizationDetails, RequestedTtl: 600,
 		Status: typesv1.GrantStatus_GRANT_STATUS_ACTIVE, Rule: "ci", DecisionReason: "allowed by policy rule ci",
 		CreatedAt: now.Unix(), DecidedAt: now.Unix(), ExpiresAt: now.Add(10 * time.Minute).Unix(),
+		Reputation: BaselineReputation,
 	}
 	if diff := cmp.Diff(want, g, protocmp.Transform(), protocmp.IgnoreFields(want, "revision")); diff != "" {
 		t.Errorf("grant (-want +got):\n%s", diff)
@@ -181,8 +182,17 @@ func TestRequest_RequireApprovalIsStoredPending(t *testing.T) {
 	if g.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_PENDING || res.Token != "" {
 		t.Fatalf("status %v, token %v; want PENDING without a token", g.GetStatus(), res.Token != "")
 	}
-	if g.GetRule() != "prod-needs-approval" || g.GetExpiresAt() != h.clock.Now().Add(10*time.Minute).Unix() {
-		t.Errorf("pending grant: rule %q, expires %d", g.GetRule(), g.GetExpiresAt())
+	want := &typesv1.Grant{
+		Status: typesv1.GrantStatus_GRANT_STATUS_PENDING, Rule: "prod-needs-approval", Scopes: []string{"deploy"},
+		ApprovalsRequired: 1, ApprovalDeadline: h.clock.Now().Add(DefaultApprovalTimeout).Unix(), Ttl: 600,
+		Reputation: BaselineReputation,
+	}
+	got := &typesv1.Grant{
+		Status: g.GetStatus(), Rule: g.GetRule(), Scopes: g.GetScopes(), ApprovalsRequired: g.GetApprovalsRequired(),
+		ApprovalDeadline: g.GetApprovalDeadline(), Ttl: g.GetTtl(), Reputation: g.GetReputation(), ExpiresAt: g.GetExpiresAt(),
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("pending grant (-want +got):\n%s", diff)
 	}
 }
 

@@ -3,8 +3,16 @@
 // (pkg/policy) decides; an allowed grant is stored ACTIVE and issued as an
 // OAuth Transaction Token (draft-ietf-oauth-transaction-tokens) signed by
 // the server's JWT key, never wider than the entry's scope_ceiling and
-// expiring with the task. A grant ends when its holder releases it, an
-// operator revokes it, or it expires. docs/grants.md describes the rules.
+// expiring with the task. A grant that policy (or a restricted reputation)
+// sends to approval waits PENDING in the store, a durable queue, until
+// enough people approve it, one denies it, or its approval deadline
+// passes. A grant ends when its holder releases it, an operator or the
+// server revokes it, or it expires. docs/grants.md and docs/approvals.md
+// describe the rules.
+//
+// Every decision, approval and end is handed to the audit log, the
+// subject's reputation hears of denials, rejections and clean releases,
+// and the owner is notified when a grant waits for them.
 //
 // The package owns the grant rules and nothing of the transport: the agent
 // API authorises the calling node for the entry, the admin API authorises
@@ -15,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/nhid/nhid/pkg/grantreq"
 	"log/slog"
 	"time"
 
@@ -23,19 +30,29 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/nhid/nhid/pkg/agentid"
+	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/ca"
 	"github.com/nhid/nhid/pkg/clock"
+	"github.com/nhid/nhid/pkg/grantreq"
+	"github.com/nhid/nhid/pkg/notify"
 	"github.com/nhid/nhid/pkg/policy"
+	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
+	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
 // Defaults for the zero values of Config.
 const (
 	DefaultSweepEvery = time.Minute
-	// BaselineReputation is the score every subject has until reputation
-	// tracking exists: the middle of 0–1000.
+	// BaselineReputation is the score every subject has when reputation
+	// is not tracked (Config.Reputation nil): the middle of 0–1000.
 	BaselineReputation = 500
+	// DefaultApprovalTimeout is how long a grant waits for approval.
+	DefaultApprovalTimeout = 15 * time.Minute
+	// MinApprovalTimeout and MaxApprovalTimeout bound ApprovalTimeout.
+	MinApprovalTimeout = time.Second
+	MaxApprovalTimeout = 7 * 24 * time.Hour
 )
 
 // Sentinel errors callers branch on, besides grantreq.ErrInvalidRequest and
@@ -61,6 +78,13 @@ type Signer interface {
 // Store is where grants live; pkg/store/bolt's *Store satisfies it.
 type Store = store.GrantStore
 
+// EntryReader finds registration entries, for the rule that nobody
+// approves their own request; pkg/store/bolt's *Store satisfies it.
+type EntryReader interface {
+	GetEntry(ctx context.Context, id string) (*typesv1.Entry, error)
+	ListEntries(ctx context.Context, req store.ListEntriesRequest) ([]*typesv1.Entry, string, error)
+}
+
 // Config configures the grant service.
 type Config struct {
 	// TrustDomain of the server. Required.
@@ -84,6 +108,24 @@ type Config struct {
 	Limits grantreq.Limits
 	// SweepEvery is how often Run marks expired grants; default 1m.
 	SweepEvery time.Duration
+
+	// ApprovalTimeout is how long a PENDING grant waits for its approvals
+	// before it is DENIED ("approval timed out"); default 15m, between
+	// MinApprovalTimeout and MaxApprovalTimeout.
+	ApprovalTimeout time.Duration
+	// Entries checks approvers against the subject's entries. Defaults to
+	// Store when it is an EntryReader; without one, approvals are refused.
+	Entries EntryReader
+	// Reputation gives subjects' standing and takes the events grants
+	// cause. Nil: every subject is at BaselineReputation, never
+	// restricted, and no event is recorded.
+	Reputation reputation.Tracker
+	// Audit receives a record of every decision, approval and end.
+	// Defaults to audit.Discard.
+	Audit audit.Recorder
+	// Notifier tells owners about grants waiting for their approval.
+	// Defaults to notify.Discard.
+	Notifier notify.Notifier
 }
 
 // Service decides grant requests and manages grants' lives. It is safe for
@@ -102,6 +144,12 @@ type Service struct {
 	limits  grantreq.Limits
 	sweep   time.Duration
 	waiters *waiters
+
+	approvalTimeout time.Duration
+	entries         EntryReader
+	reputation      reputation.Tracker // nil: not tracked
+	audit           audit.Recorder
+	notifier        notify.Notifier
 
 	// recheck bounds a pending wait between two reads of the grant, in
 	// case a change notification was missed; a test seam.
@@ -128,6 +176,12 @@ func New(cfg Config) (*Service, error) {
 		sweep:   cfg.SweepEvery,
 		waiters: newWaiters(),
 		recheck: 30 * time.Second,
+
+		approvalTimeout: cfg.ApprovalTimeout,
+		entries:         cfg.Entries,
+		reputation:      cfg.Reputation,
+		audit:           cfg.Audit,
+		notifier:        cfg.Notifier,
 	}, nil
 }
 
@@ -163,13 +217,29 @@ func (cfg *Config) setDefaults() error {
 	case cfg.SweepEvery < time.Second:
 		fail("SweepEvery", "%v is shorter than 1s", cfg.SweepEvery)
 	}
+	switch {
+	case cfg.ApprovalTimeout == 0:
+		cfg.ApprovalTimeout = DefaultApprovalTimeout
+	case cfg.ApprovalTimeout < MinApprovalTimeout || cfg.ApprovalTimeout > MaxApprovalTimeout:
+		fail("ApprovalTimeout", "%v is not between %v and %v", cfg.ApprovalTimeout, MinApprovalTimeout, MaxApprovalTimeout)
+	}
+	if cfg.Entries == nil {
+		if er, ok := cfg.Store.(EntryReader); ok {
+			cfg.Entries = er
+		}
+	}
 	cfg.Log = telemetry.OrDiscard(cfg.Log)
 	cfg.Clock = clock.OrReal(cfg.Clock)
+	cfg.Audit = audit.OrDiscard(cfg.Audit)
+	cfg.Notifier = notify.OrDiscard(cfg.Notifier)
 	return errors.Join(errs...)
 }
 
 // MaxTTL is the longest grant the service gives.
 func (s *Service) MaxTTL() time.Duration { return s.maxTTL }
+
+// ApprovalTimeout is how long a grant waits for approval.
+func (s *Service) ApprovalTimeout() time.Duration { return s.approvalTimeout }
 
 // Run follows grant changes for the pending waits and marks expired grants
 // every SweepEvery, until ctx ends. It returns nil then.

@@ -46,6 +46,14 @@ rules:
     when: usage.last_minute >= 3 || usage.active >= 2
     effect: deny
     reason: too many grants
+  - name: low-reputation
+    when: subject.reputation < 300
+    effect: deny
+    reason: reputation too low
+  - name: critical-needs-two
+    when: request.resource.startsWith("critical/")
+    effect: require_approval
+    critical: true
   - name: prod-needs-approval
     when: request.resource.startsWith("prod/")
     effect: require_approval

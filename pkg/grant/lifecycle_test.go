@@ -74,7 +74,7 @@ func TestExpiry_IsSeenOnReadAndRecordedBySweep(t *testing.T) {
 	r := request("deploy")
 	r.Resource = "prod/db"
 	pending := h.mustRequest(r).Grant
-	h.clock.Add(11 * time.Minute)
+	h.clock.Add(DefaultApprovalTimeout)
 
 	listed, _, err := h.svc.List(ctx, store.ListGrantsRequest{})
 	if err != nil {
@@ -98,7 +98,7 @@ func TestExpiry_IsSeenOnReadAndRecordedBySweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stored.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_DENIED || stored.GetDecisionReason() != reasonTimedOut || stored.GetEndedAt() != pending.GetExpiresAt() {
+	if stored.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_DENIED || stored.GetDecisionReason() != reasonTimedOut || stored.GetEndedAt() != pending.GetApprovalDeadline() {
 		t.Errorf("timed-out approval stored as %v (%q), ended %d", stored.GetStatus(), stored.GetDecisionReason(), stored.GetEndedAt())
 	}
 	if n := h.svc.Sweep(ctx); n != 0 {
@@ -136,7 +136,7 @@ func (h *harness) pending() *typesv1.Grant {
 	r.Resource = "prod/payments"
 	g := h.mustRequest(r).Grant
 	if g.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_PENDING {
-		h.t.Fatalf("status %v, want PENDING", g.GetStatus())
+		h.t.Fatalf("status %v (%s: %s), want PENDING", g.GetStatus(), g.GetRule(), g.GetDecisionReason())
 	}
 	return g
 }
@@ -161,7 +161,7 @@ func TestWait_PendingGrantTimesOutAsDenied(t *testing.T) {
 	h.svc.recheck = 10 * time.Millisecond
 	g := h.pending()
 	done := h.wait(g.GetId())
-	h.clock.Add(10 * time.Minute)
+	h.clock.Add(DefaultApprovalTimeout)
 	res := <-done
 	if res.Grant.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_DENIED || res.Grant.GetDecisionReason() != reasonTimedOut || res.Token != "" {
 		t.Errorf("wait ended with %v (%q), token %v; want DENIED, approval timed out", res.Grant.GetStatus(), res.Grant.GetDecisionReason(), res.Token != "")
@@ -188,13 +188,14 @@ func TestWait_RevocationEndsTheWaitThroughTheWatch(t *testing.T) {
 	}
 }
 
-func TestWait_ApprovedGrantGetsItsToken(t *testing.T) {
+func TestWait_GrantApprovedElsewhereGetsItsToken(t *testing.T) {
 	h := newHarness(t)
 	h.svc.recheck = time.Hour
 	h.run()
 	g := h.pending()
 	done := h.wait(g.GetId())
-	// What the approvals issue will do: approve, setting the expiry.
+	// An approval recorded by another server sharing the store: only the
+	// watch tells this one.
 	_, err := h.store.UpdateGrant(context.Background(), g.GetId(), func(x *typesv1.Grant) error {
 		x.Status, x.ExpiresAt = typesv1.GrantStatus_GRANT_STATUS_ACTIVE, h.clock.Now().Add(5*time.Minute).Unix()
 		return nil

@@ -12,6 +12,12 @@ import (
 type metrics struct {
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
+	// approvals counts people's decisions on pending grants by outcome:
+	// approved, denied, refused (the approver may not decide it).
+	approvals *prometheus.CounterVec
+	// reputationFailures counts tracker failures by operation (standing,
+	// observe); a failed standing decides as if restricted.
+	reputationFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,6 +34,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to decide and store a grant, signing included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		})),
+		approvals: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: sub,
+			Name: "approvals_total",
+			Help: "People's decisions on pending grants by outcome (approved, denied, refused).",
+		}, []string{"outcome"})),
+		reputationFailures: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: sub,
+			Name: "reputation_failures_total",
+			Help: "Reputation tracker failures during grant handling, by operation (standing, observe).",
+		}, []string{"op"})),
 	}
 }
 

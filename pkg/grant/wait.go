@@ -9,11 +9,11 @@ import (
 )
 
 // Wait blocks while the grant is PENDING and returns it once it has been
-// decided, with its Txn-Token if it became ACTIVE. A pending grant that
-// reaches its expiry is recorded DENIED ("approval timed out") and
-// returned so. Until approvals exist nothing else decides a pending grant
-// but a release or a revocation, so today every wait ends at one of those
-// or at the expiry. Errors: ctx's, store.ErrNotFound, or a store failure.
+// decided, with its Txn-Token if it became ACTIVE: approved (on this
+// server or any other sharing the store), denied, released, revoked, or
+// past its approval deadline, which is recorded DENIED ("approval timed
+// out"). The token of an approved grant is signed here, for the life the
+// grant has left. Errors: ctx's, store.ErrNotFound, or a store failure.
 func (s *Service) Wait(ctx context.Context, id string) (Result, error) {
 	// Subscribe before reading, so no change between the read and the
 	// wait goes unnoticed.
@@ -32,8 +32,8 @@ func (s *Service) Wait(ctx context.Context, id string) (Result, error) {
 			return Result{Grant: g}, nil
 		}
 		wait := s.recheck
-		if exp := g.GetExpiresAt(); exp != 0 {
-			wait = max(min(time.Unix(exp, 0).Sub(s.clock.Now()), wait), 0)
+		if d := deadline(g); d != 0 {
+			wait = max(min(time.Unix(d, 0).Sub(s.clock.Now()), wait), 0)
 		}
 		t := time.NewTimer(wait)
 		select {

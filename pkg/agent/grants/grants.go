@@ -4,7 +4,10 @@
 // workload's registration entry, to nhid-server over the agent's mTLS
 // connection (nhid.agent.v1.AgentGrantService), relaying the server's
 // answers (PENDING_APPROVAL, then GRANTED with a Txn-Token, or DENIED) as
-// they come.
+// they come. When the stream to the server breaks while a grant waits for
+// approval (a server restart, a failover), the workload's stream stays
+// open and the agent resumes the wait (WaitGrant), with backoff, until
+// the decision arrives or the workload gives up.
 //
 // The caller is identified exactly as on the Workload API: kernel peer
 // credentials, the workload attestors, the agent's cache. Requests are
@@ -38,6 +41,7 @@ type Identities interface {
 // made while the agent is not connected fail with Unavailable.
 type Server interface {
 	RequestGrant(ctx context.Context, in *agentv1.AgentGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[grantv1.GrantStatus], error)
+	WaitGrant(ctx context.Context, in *agentv1.AgentWaitGrantRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[grantv1.GrantStatus], error)
 	ReleaseGrant(ctx context.Context, in *agentv1.AgentReleaseGrantRequest, opts ...grpc.CallOption) (*agentv1.AgentReleaseGrantResponse, error)
 	ListGrants(ctx context.Context, in *agentv1.AgentListGrantsRequest, opts ...grpc.CallOption) (*agentv1.AgentListGrantsResponse, error)
 }

@@ -70,8 +70,10 @@ type upstream struct {
 	requests []*agentv1.AgentGrantRequest
 	releases []*agentv1.AgentReleaseGrantRequest
 	lists    []*agentv1.AgentListGrantsRequest
+	waits    []*agentv1.AgentWaitGrantRequest
 
 	request func(*agentv1.AgentGrantRequest, grpc.ServerStreamingServer[grantv1.GrantStatus]) error
+	wait    func(*agentv1.AgentWaitGrantRequest, grpc.ServerStreamingServer[grantv1.GrantStatus]) error
 	release func(*agentv1.AgentReleaseGrantRequest) error
 	list    func(*agentv1.AgentListGrantsRequest) (*agentv1.AgentListGrantsResponse, error)
 }
@@ -82,6 +84,27 @@ func (u *upstream) RequestGrant(req *agentv1.AgentGrantRequest, stream grpc.Serv
 	fn := u.request
 	u.mu.Unlock()
 	return fn(req, stream)
+}
+
+func (u *upstream) WaitGrant(req *agentv1.AgentWaitGrantRequest, stream grpc.ServerStreamingServer[grantv1.GrantStatus]) error {
+	u.mu.Lock()
+	u.waits = append(u.waits, proto.Clone(req).(*agentv1.AgentWaitGrantRequest))
+	fn := u.wait
+	u.mu.Unlock()
+	return fn(req, stream)
+}
+
+// onWait sets the upstream's answer to WaitGrant.
+func (u *upstream) onWait(fn func(*agentv1.AgentWaitGrantRequest, grpc.ServerStreamingServer[grantv1.GrantStatus]) error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.wait = fn
+}
+
+func (u *upstream) gotWaits() []*agentv1.AgentWaitGrantRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]*agentv1.AgentWaitGrantRequest(nil), u.waits...)
 }
 
 func (u *upstream) ReleaseGrant(_ context.Context, req *agentv1.AgentReleaseGrantRequest) (*agentv1.AgentReleaseGrantResponse, error) {
@@ -152,6 +175,7 @@ type harness struct {
 	client     grantv1.GrantsClient
 	registry   *prometheus.Registry
 	stopUp     func()
+	upPath     string
 }
 
 type harnessOptions struct {
@@ -207,11 +231,29 @@ func (h *harness) startUpstream(t testing.TB, path string) *grpc.ClientConn {
 	h.up.request = func(*agentv1.AgentGrantRequest, grpc.ServerStreamingServer[grantv1.GrantStatus]) error {
 		return errors.New("no script")
 	}
+	h.up.wait = func(*agentv1.AgentWaitGrantRequest, grpc.ServerStreamingServer[grantv1.GrantStatus]) error {
+		return errors.New("no script")
+	}
 	h.up.release = func(*agentv1.AgentReleaseGrantRequest) error { return nil }
 	h.up.list = func(*agentv1.AgentListGrantsRequest) (*agentv1.AgentListGrantsResponse, error) {
 		return &agentv1.AgentListGrantsResponse{}, nil
 	}
-	lis, err := net.Listen("unix", path)
+	h.upPath = path
+	h.serveUpstream(t)
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// serveUpstream serves h.up on h.upPath until h.stopUp, as a server
+// process would until it stops; it may be called again after stopUp, as
+// a restarted server.
+func (h *harness) serveUpstream(t testing.TB) {
+	t.Helper()
+	lis, err := net.Listen("unix", h.upPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,14 +262,9 @@ func (h *harness) startUpstream(t testing.TB, path string) *grpc.ClientConn {
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(lis) }()
 	var once sync.Once
-	h.stopUp = func() { once.Do(func() { srv.Stop(); <-served }) }
-	t.Cleanup(h.stopUp)
-	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
+	stop := func() { once.Do(func() { srv.Stop(); <-served }) }
+	h.stopUp = stop
+	t.Cleanup(stop)
 }
 
 // workloadCtx carries the Workload Endpoint's security header.

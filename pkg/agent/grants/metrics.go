@@ -18,6 +18,9 @@ type metrics struct {
 	outcomes *prometheus.CounterVec
 	// pending is the number of Request streams waiting for a human.
 	pending prometheus.Gauge
+	// resumes counts the attempts to resume a wait for approval after
+	// the stream to the server broke.
+	resumes prometheus.Counter
 	// decision is the time from a Request's start to its final state,
 	// without the requests that waited for approval.
 	decision prometheus.Histogram
@@ -40,6 +43,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pending_approval",
 			Help: "Grant requests currently waiting for a human approval.",
 		}),
+		resumes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: subsystem,
+			Name: "wait_resumes_total",
+			Help: "Attempts to resume a wait for approval after the stream to nhid-server broke.",
+		}),
 		decision: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: telemetry.Namespace, Subsystem: subsystem,
 			Name:    "decision_seconds",
@@ -50,6 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.requests = telemetry.RegisterOrExisting(reg, m.requests)
 	m.outcomes = telemetry.RegisterOrExisting(reg, m.outcomes)
 	m.pending = telemetry.RegisterOrExisting(reg, m.pending)
+	m.resumes = telemetry.RegisterOrExisting(reg, m.resumes)
 	m.decision = telemetry.RegisterOrExisting(reg, m.decision)
 	return m
 }

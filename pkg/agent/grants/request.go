@@ -2,13 +2,15 @@ package grants
 
 import (
 	"errors"
-	"github.com/nhid/nhid/pkg/grantreq"
 	"io"
+	"math/rand/v2"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/nhid/nhid/pkg/grantreq"
 	"github.com/nhid/nhid/pkg/telemetry"
 	"github.com/nhid/nhid/pkg/workloadapi"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
@@ -18,8 +20,9 @@ import (
 
 // Request validates the caller's grant request, forwards it for the
 // caller's entry, and relays the server's answers message by message, so
-// that a caller can wait for a human's approval. The caller leaving
-// cancels the request upstream.
+// that a caller can wait for a human's approval; a wait broken by the
+// server resumes (relay.resume). The caller leaving cancels the request
+// upstream.
 func (h *Handler) Request(req *grantv1.GrantRequest, stream grpc.ServerStreamingServer[grantv1.GrantStatus]) (err error) {
 	c := h.begin(stream.Context(), methodRequest)
 	defer func() { err = c.end(err) }()
@@ -39,45 +42,148 @@ func (h *Handler) Request(req *grantv1.GrantRequest, stream grpc.ServerStreaming
 	if err != nil {
 		return &upstreamError{err: err}
 	}
-	return c.relay(up, stream)
+	r := &relay{c: c, down: stream, entryID: entry.GetId()}
+	defer r.close()
+	return r.run(up)
 }
 
-// relay forwards the server's status messages until the decision.
-func (c *call) relay(up grpc.ServerStreamingClient[grantv1.GrantStatus], down grpc.ServerStreamingServer[grantv1.GrantStatus]) error {
-	pending, grantID := false, ""
-	defer func() {
-		if pending {
-			c.h.metrics.pending.Dec()
-		}
-	}()
+// errNoDecision is the server ending a status stream before the decision.
+var errNoDecision = &apiError{code: codes.Unavailable, msg: "nhid-server ended the request without a decision; retry"}
+
+// relay forwards the server's status messages of one grant request to the
+// workload until the decision. Once the grant waits for approval, a
+// broken stream is resumed with WaitGrant rather than failed.
+type relay struct {
+	c       *call
+	down    grpc.ServerStreamingServer[grantv1.GrantStatus]
+	entryID string
+
+	grantID  string
+	pending  bool // PENDING_APPROVAL was relayed
+	received int  // messages received from the server, on every stream
+}
+
+func (r *relay) close() {
+	if r.pending {
+		r.c.h.metrics.pending.Dec()
+	}
+}
+
+// run follows up, then resumes while the grant waits and the failure is
+// one a later attempt may not have.
+func (r *relay) run(up grpc.ServerStreamingClient[grantv1.GrantStatus]) error {
+	err := r.follow(up)
+	if err == nil || !r.pending || r.grantID == "" {
+		return err
+	}
+	return r.resume(err)
+}
+
+// follow relays up's messages until the decision (nil) or a failure.
+func (r *relay) follow(up grpc.ServerStreamingClient[grantv1.GrantStatus]) error {
 	for {
 		msg, err := up.Recv()
 		if errors.Is(err, io.EOF) {
-			return &apiError{code: codes.Unavailable, msg: "nhid-server ended the request without a decision; retry"}
+			return errNoDecision
 		}
 		if err != nil {
 			return &upstreamError{err: err}
 		}
-		if grantID == "" && msg.GetGrantId() != "" {
-			grantID = msg.GetGrantId()
-			c.log = c.log.With(telemetry.GrantID, grantID)
-		}
-		if err := down.Send(msg); err != nil {
-			return err
+		r.received++
+		if r.grantID == "" && msg.GetGrantId() != "" {
+			r.grantID = msg.GetGrantId()
+			r.c.log = r.c.log.With(telemetry.GrantID, r.grantID)
 		}
 		switch msg.GetState() {
 		case grantv1.GrantState_GRANT_STATE_PENDING_APPROVAL:
-			if !pending {
-				pending = true
-				c.h.metrics.pending.Inc()
-				c.log.Info("grant waits for approval", telemetry.Reason, msg.GetReason())
+			if r.pending {
+				continue // a resumed wait starts by saying it waits
 			}
+			if err := r.down.Send(msg); err != nil {
+				return err
+			}
+			r.pending = true
+			r.c.h.metrics.pending.Inc()
+			r.c.log.Info("grant waits for approval", telemetry.Reason, msg.GetReason(), telemetry.ExpiresAt, msg.GetExpiresAt())
 		case grantv1.GrantState_GRANT_STATE_GRANTED, grantv1.GrantState_GRANT_STATE_DENIED:
-			c.decided(msg, pending)
-			c.drain(up)
+			if err := r.down.Send(msg); err != nil {
+				return err
+			}
+			r.c.decided(msg, r.pending)
+			r.c.drain(up)
 			return nil
+		default:
+			if err := r.down.Send(msg); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// Backoff of resumed waits: a server restart takes seconds, a failover
+// to another server about as long.
+const (
+	resumeBaseDelay = 250 * time.Millisecond
+	resumeMaxDelay  = 5 * time.Second
+)
+
+// resume waits for the decision again through WaitGrant after cause broke
+// the wait, retrying with jittered exponential backoff until the decision
+// arrives, a failure says retrying is pointless, or the call's context
+// ends (the workload hung up or the agent stops).
+func (r *relay) resume(cause error) error {
+	delay := resumeBaseDelay
+	for attempt := 1; ; attempt++ {
+		if !resumable(cause) {
+			return cause
+		}
+		r.c.log.Warn("the wait for approval broke; resuming it", telemetry.Error, cause.Error(), "attempt", attempt)
+		t := time.NewTimer(jitter(delay))
+		select {
+		case <-r.c.ctx.Done():
+			t.Stop()
+			return r.c.ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, resumeMaxDelay)
+		r.c.h.metrics.resumes.Inc()
+		up, err := r.c.h.server.WaitGrant(r.c.ctx, &agentv1.AgentWaitGrantRequest{EntryIds: []string{r.entryID}, GrantId: r.grantID})
+		if err != nil {
+			cause = &upstreamError{err: err}
+			continue
+		}
+		before := r.received
+		if cause = r.follow(up); cause == nil {
+			return nil
+		}
+		if r.received > before {
+			delay = resumeBaseDelay // the server answered: start over
+		}
+	}
+}
+
+// resumable reports whether a failure of the wait may pass: the server
+// or the way to it failing, as opposed to an answer about the grant.
+func resumable(err error) bool {
+	if errors.Is(err, errNoDecision) {
+		return true
+	}
+	var ue *upstreamError
+	if !errors.As(err, &ue) {
+		return false
+	}
+	switch status.Code(ue.err) {
+	case codes.InvalidArgument, codes.NotFound, codes.PermissionDenied, codes.FailedPrecondition,
+		codes.Unimplemented, codes.OutOfRange, codes.AlreadyExists:
+		return false
+	}
+	return true
+}
+
+// jitter spreads d by ±20%, so that agents resuming after one server
+// restart do not all call at once.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
 }
 
 // decided records the decision. The token is never logged.

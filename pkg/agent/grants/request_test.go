@@ -185,7 +185,7 @@ func TestRequest_ServerUnreachableIsUnavailable(t *testing.T) {
 
 func TestRequest_StreamEndingWithoutDecisionIsUnavailable(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.up.onRequest(script(pending("g1")))
+	h.up.onRequest(script()) // ended before naming a grant: nothing to resume
 	st := status.Convert(requestErr(workloadCtx(t), h.client, validRequest()))
 	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "without a decision") {
 		t.Fatalf("got %s %q, want Unavailable without a decision", st.Code(), st.Message())

@@ -4,26 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/nhid/nhid/pkg/grantreq"
+	"slices"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/nhid/nhid/pkg/grant"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"github.com/nhid/nhid/pkg/store"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	grantv1 "github.com/nhid/nhid/proto/nhid/grant/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
-// MaxGrantEntryIDs bounds the entry ids of one ReleaseGrant or ListGrants
-// call: the identities one workload holds.
+// MaxGrantEntryIDs bounds the entry ids of one ReleaseGrant, WaitGrant or
+// ListGrants call: the identities one workload holds.
 const MaxGrantEntryIDs = 1000
+
+// maxGrantIDBytes bounds a grant id the agent names.
+const maxGrantIDBytes = 256
 
 // Grants decides and manages grants; *grant.Service satisfies it.
 type Grants interface {
 	Request(ctx context.Context, req grant.Request) (grant.Result, error)
 	Wait(ctx context.Context, id string) (grant.Result, error)
+	Get(ctx context.Context, id string) (*typesv1.Grant, error)
 	Release(ctx context.Context, entryIDs []string, id, by string) (*typesv1.Grant, error)
 	List(ctx context.Context, req store.ListGrantsRequest) ([]*typesv1.Grant, string, error)
 }
@@ -71,10 +77,47 @@ func (h *grantService) RequestGrant(req *agentv1.AgentGrantRequest, stream agent
 	return h.awaitDecision(stream, res.Grant.GetId())
 }
 
+// WaitGrant resumes the wait for a grant's decision after a RequestGrant
+// stream broke: the grant must belong to one of entry_ids, each under the
+// calling node. It streams the grant's status from now on as RequestGrant
+// does: PENDING_APPROVAL while it waits, then the outcome (GRANTED with a
+// token signed now, or DENIED); a grant decided already gets its outcome
+// at once.
+func (h *grantService) WaitGrant(req *agentv1.AgentWaitGrantRequest, stream agentv1.AgentGrantService_WaitGrantServer) error {
+	ctx := stream.Context()
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return err
+	}
+	switch id := req.GetGrantId(); {
+	case id == "":
+		return status.Error(codes.InvalidArgument, "grant_id: required")
+	case len(id) > maxGrantIDBytes:
+		return status.Errorf(codes.InvalidArgument, "grant_id: is %d bytes, at most %d allowed", len(id), maxGrantIDBytes)
+	}
+	if err := h.entriesUnderNode(ctx, c, req.GetEntryIds()); err != nil {
+		return err
+	}
+	g, err := h.grants.Get(ctx, req.GetGrantId())
+	if err != nil {
+		return h.grantError(ctx, "read grant", err)
+	}
+	if !slices.Contains(req.GetEntryIds(), g.GetEntryId()) {
+		return status.Error(codes.NotFound, "grant not found")
+	}
+	if g.GetStatus() == typesv1.GrantStatus_GRANT_STATUS_PENDING {
+		if err := stream.Send(grantStatus(grant.Result{Grant: g})); err != nil {
+			return err
+		}
+	}
+	return h.awaitDecision(stream, g.GetId())
+}
+
 // awaitDecision keeps the stream open while the grant waits for approval
 // and sends the outcome; the server stopping ends the wait with
-// Unavailable (the grant stays pending until it expires).
-func (h *grantService) awaitDecision(stream agentv1.AgentGrantService_RequestGrantServer, id string) error {
+// Unavailable (the grant stays pending: the agent resumes with WaitGrant,
+// on this server once it is back or on another).
+func (h *grantService) awaitDecision(stream grpc.ServerStreamingServer[grantv1.GrantStatus], id string) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	go func() {
@@ -103,7 +146,12 @@ func grantStatus(res grant.Result) *grantv1.GrantStatus {
 		out.State = grantv1.GrantState_GRANT_STATE_GRANTED
 		out.Token, out.Scopes, out.ExpiresAt = res.Token, g.GetScopes(), g.GetExpiresAt()
 	case typesv1.GrantStatus_GRANT_STATUS_PENDING:
-		out.State, out.ExpiresAt = grantv1.GrantState_GRANT_STATE_PENDING_APPROVAL, g.GetExpiresAt()
+		// While it waits, expires_at is the approval deadline (the expiry
+		// for grants stored before approvals had deadlines).
+		out.State, out.ExpiresAt = grantv1.GrantState_GRANT_STATE_PENDING_APPROVAL, g.GetApprovalDeadline()
+		if out.ExpiresAt == 0 {
+			out.ExpiresAt = g.GetExpiresAt()
+		}
 	case typesv1.GrantStatus_GRANT_STATUS_DENIED:
 		out.State = grantv1.GrantState_GRANT_STATE_DENIED
 	default:

@@ -43,7 +43,9 @@ type grantHarness struct {
 	grants *grant.Service
 }
 
-func newGrantHarness(t testing.TB) *grantHarness {
+// newGrantHarness builds the harness; opts adjust the grant service's
+// configuration.
+func newGrantHarness(t testing.TB, opts ...func(*grant.Config)) *grantHarness {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(path, []byte(grantPolicy), 0o600); err != nil {
@@ -55,9 +57,13 @@ func newGrantHarness(t testing.TB) *grantHarness {
 	}
 	gh := &grantHarness{}
 	h := newHarness(t, withConfig(func(cfg *Config) {
-		svc, err := grant.New(grant.Config{
+		gc := grant.Config{
 			TrustDomain: td, Store: cfg.Store.(*bolt.Store), Policy: engine, Signer: cfg.CA.(*ca.CA), Log: discard(),
-		})
+		}
+		for _, o := range opts {
+			o(&gc)
+		}
+		svc, err := grant.New(gc)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nhid/nhid/pkg/agentid"
 	"github.com/nhid/nhid/pkg/ca"
+	"github.com/nhid/nhid/pkg/grant"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	grantv1 "github.com/nhid/nhid/proto/nhid/grant/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -72,11 +73,11 @@ func TestRequestGrant_DenySendsOneDeniedStatus(t *testing.T) {
 }
 
 func TestRequestGrant_PendingApprovalEndsDeniedWhenItTimesOut(t *testing.T) {
-	h := newGrantHarness(t)
+	h := newGrantHarness(t, func(c *grant.Config) { c.ApprovalTimeout = grant.MinApprovalTimeout })
 	a := h.attest()
 	e := h.createEntries(ciEntry("ci/deployer", a.id.String()))[0]
 	r := grantRequest("deploy")
-	r.Resource, r.Ttl = "prod/payments", 1
+	r.Resource = "prod/payments"
 	got, err := requestGrant(t, h.grantClient(a.svid), e.GetId(), r)
 	if err != nil {
 		t.Fatalf("RequestGrant: %v", err)
