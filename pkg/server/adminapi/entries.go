@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/nhid/nhid/pkg/entry"
 	"github.com/nhid/nhid/pkg/selector"
@@ -47,17 +48,46 @@ func (s *Service) prepareNew(e *typesv1.Entry) error {
 	return nil
 }
 
-func (s *Service) auditEntry(ctx context.Context, e *typesv1.Entry) {
-	s.audit(ctx,
-		slog.String(telemetry.EntryID, e.GetId()),
-		slog.String(telemetry.SPIFFEID, e.GetSpiffeId()),
-		slog.String(telemetry.ParentID, e.GetParentId()),
-		slog.Int64(telemetry.Revision, e.GetRevision()))
+// Actions of the entry changes, after audit.ActionAdminPrefix.
+const (
+	actionEntryCreate = "entry.create"
+	actionEntryUpdate = "entry.update"
+	actionEntryDelete = "entry.delete"
+)
+
+// entryChange describes a change to e: the stored entry when the change
+// succeeded, else what the request named (possibly nil).
+func entryChange(action string, e *typesv1.Entry) change {
+	return change{
+		action: action,
+		target: e.GetId(),
+		details: map[string]any{
+			"spiffe_id": e.GetSpiffeId(), "parent_id": e.GetParentId(),
+			"selectors": e.GetSelectors(), "revision": e.GetRevision(),
+		},
+		attrs: []slog.Attr{
+			slog.String(telemetry.EntryID, e.GetId()),
+			slog.String(telemetry.SPIFFEID, e.GetSpiffeId()),
+			slog.String(telemetry.ParentID, e.GetParentId()),
+			slog.Int64(telemetry.Revision, e.GetRevision()),
+		},
+	}
+}
+
+// auditEntry records a change to an entry: out when it succeeded, else
+// the entry the request carried.
+func (s *Service) auditEntry(ctx context.Context, action string, out, requested *typesv1.Entry, err error) {
+	if err != nil || out == nil {
+		out = requested
+	}
+	s.audit(ctx, entryChange(action, out), err)
 }
 
 // CreateEntry validates and stores one entry.
-func (h *entryService) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (*adminv1.CreateEntryResponse, error) {
+func (h *entryService) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (_ *adminv1.CreateEntryResponse, err error) {
 	e := req.GetEntry()
+	var out *typesv1.Entry
+	defer func() { h.s.auditEntry(ctx, actionEntryCreate, out, e, err) }()
 	if err := h.s.prepareNew(e); err != nil {
 		return nil, invalidArgument(err)
 	}
@@ -68,20 +98,48 @@ func (h *entryService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 	if errs[0] != nil {
 		return nil, h.s.storeError(ctx, errs[0])
 	}
-	h.s.auditEntry(ctx, created[0])
-	return &adminv1.CreateEntryResponse{Entry: created[0]}, nil
+	out = created[0]
+	return &adminv1.CreateEntryResponse{Entry: out}, nil
 }
 
 // BatchCreateEntries validates every entry, stores the valid ones in one
-// store call and reports each entry's outcome in request order.
+// store call and reports each entry's outcome in request order. Each
+// entry's outcome is its own audit record; a batch refused whole is one.
 func (h *entryService) BatchCreateEntries(ctx context.Context, req *adminv1.BatchCreateEntriesRequest) (*adminv1.BatchCreateEntriesResponse, error) {
 	in := req.GetEntries()
+	var err error
 	switch {
 	case len(in) == 0:
-		return nil, invalidArgument(errors.New("entries: at least one entry is required"))
+		err = invalidArgument(errors.New("entries: at least one entry is required"))
 	case len(in) > MaxBatch:
-		return nil, invalidArgument(fmt.Errorf("entries: %d entries, at most %d per call: split them into several calls", len(in), MaxBatch))
+		err = invalidArgument(fmt.Errorf("entries: %d entries, at most %d per call: split them into several calls", len(in), MaxBatch))
 	}
+	if err != nil {
+		h.s.audit(ctx, change{action: actionEntryCreate, details: map[string]any{"batch": true, "count": len(in)}}, err)
+		return nil, err
+	}
+	resp, err := h.batchCreate(ctx, in)
+	for i, r := range resp.GetResults() {
+		itemErr := err
+		if code := r.GetStatus().GetCode(); code != 0 {
+			itemErr = status.Error(codes.Code(code), r.GetStatus().GetMessage())
+		}
+		ch := entryChange(actionEntryCreate, r.GetEntry())
+		if r.GetEntry() == nil {
+			ch = entryChange(actionEntryCreate, in[i])
+		}
+		ch.details["batch"], ch.details["index"] = true, i
+		h.s.audit(ctx, ch, itemErr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// batchCreate does BatchCreateEntries' work. On a store failure the
+// results are still returned, for the audit records, with the error.
+func (h *entryService) batchCreate(ctx context.Context, in []*typesv1.Entry) (*adminv1.BatchCreateEntriesResponse, error) {
 	results := make([]*adminv1.BatchCreateEntriesResponse_Result, len(in))
 	valid := make([]*typesv1.Entry, 0, len(in))
 	index := make([]int, 0, len(in)) // index[j] is valid[j]'s position in the request
@@ -96,7 +154,10 @@ func (h *entryService) BatchCreateEntries(ctx context.Context, req *adminv1.Batc
 	if len(valid) > 0 {
 		created, errs, err := h.s.store.CreateEntries(ctx, valid)
 		if err != nil {
-			return nil, h.s.storeError(ctx, err)
+			for j, i := range index {
+				results[i] = &adminv1.BatchCreateEntriesResponse_Result{Entry: valid[j]}
+			}
+			return &adminv1.BatchCreateEntriesResponse{Results: results}, h.s.storeError(ctx, err)
 		}
 		for j, i := range index {
 			if errs[j] != nil {
@@ -104,7 +165,6 @@ func (h *entryService) BatchCreateEntries(ctx context.Context, req *adminv1.Batc
 				continue
 			}
 			results[i] = &adminv1.BatchCreateEntriesResponse_Result{Status: &adminv1.Status{}, Entry: created[j]}
-			h.s.auditEntry(ctx, created[j])
 		}
 	}
 	return &adminv1.BatchCreateEntriesResponse{Results: results}, nil
@@ -115,8 +175,10 @@ func failed(code codes.Code, msg string) *adminv1.BatchCreateEntriesResponse_Res
 }
 
 // UpdateEntry replaces an entry, checking its revision when one is given.
-func (h *entryService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryRequest) (*adminv1.UpdateEntryResponse, error) {
+func (h *entryService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryRequest) (_ *adminv1.UpdateEntryResponse, retErr error) {
 	e := req.GetEntry()
+	var out *typesv1.Entry
+	defer func() { h.s.auditEntry(ctx, actionEntryUpdate, out, e, retErr) }()
 	err := entry.Validate(h.s.td, e, h.s.limits)
 	if e != nil && e.GetId() == "" {
 		err = errors.Join(errors.New("entry.id: is required: it names the entry to replace"), err)
@@ -126,24 +188,25 @@ func (h *entryService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 	}
 	entry.Normalize(e)
 	e.CreatedAt = 0 // the store keeps the original
-	out, err := h.s.store.UpdateEntry(ctx, e)
+	out, err = h.s.store.UpdateEntry(ctx, e)
 	if err != nil {
 		return nil, h.s.storeError(ctx, err)
 	}
-	h.s.auditEntry(ctx, out)
 	return &adminv1.UpdateEntryResponse{Entry: out}, nil
 }
 
 // DeleteEntry removes an entry and returns what it was.
-func (h *entryService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.DeleteEntryResponse, error) {
+func (h *entryService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (_ *adminv1.DeleteEntryResponse, retErr error) {
+	var out, requested *typesv1.Entry
+	defer func() { h.s.auditEntry(ctx, actionEntryDelete, out, requested, retErr) }()
 	if err := entry.CheckID(req.GetId()); err != nil {
 		return nil, invalidArgument(fmt.Errorf("id: %w", err))
 	}
+	requested = &typesv1.Entry{Id: req.GetId()}
 	out, err := h.s.store.DeleteEntry(ctx, req.GetId())
 	if err != nil {
 		return nil, h.s.storeError(ctx, err)
 	}
-	h.s.auditEntry(ctx, out)
 	return &adminv1.DeleteEntryResponse{Entry: out}, nil
 }
 

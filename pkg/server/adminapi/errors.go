@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
@@ -68,14 +69,49 @@ func (s *Service) internal(ctx context.Context, what string, err error) error {
 	return status.Error(codes.Internal, msgInternal)
 }
 
-// audit records one successful change. Only identifiers are logged: never
-// a token secret.
-func (s *Service) audit(ctx context.Context, attrs ...slog.Attr) {
+// change is one admin change as the audit log records it.
+type change struct {
+	// action follows audit.ActionAdminPrefix: "entry.create", "node.ban".
+	action string
+	// target names what changed: an entry id, a node's SPIFFE ID, a join
+	// token's id (never the token), a grant id. It may be empty when a
+	// request failed before it named anything safely.
+	target string
+	// details hold identifiers and values, never secrets.
+	details map[string]any
+	// attrs are the log line's, for a successful change.
+	attrs []slog.Attr
+}
+
+// audit records one admin change, successful (err nil) or failed, as an
+// admin.* record whose actor is the caller (callerName), and logs a
+// successful one as the "admin change" line. Only identifiers are
+// recorded and logged: never a token secret.
+func (s *Service) audit(ctx context.Context, ch change, err error) {
+	ev := audit.Event{
+		Actor: callerName(ctx), Action: audit.ActionAdminPrefix + ch.action, Target: ch.target,
+		Outcome: audit.OutcomeSuccess, Details: ch.details,
+	}
+	if ev.Details == nil {
+		ev.Details = make(map[string]any, 1)
+	}
+	ev.Details["method"] = methodName(ctx)
+	if err != nil {
+		ev.Outcome, ev.Reason = audit.OutcomeFailure, status.Convert(err).Message()
+		if status.Code(err) == codes.PermissionDenied {
+			ev.Outcome = audit.OutcomeDenied
+		}
+	}
+	// A change the caller abandoned may still have been applied.
+	s.recorder.Record(context.WithoutCancel(ctx), ev)
+	if err != nil {
+		return
+	}
 	base := []slog.Attr{slog.String(telemetry.Method, methodName(ctx))}
 	if p, ok := peercred.FromContext(ctx); ok {
 		base = append(base, slog.Uint64(telemetry.UID, uint64(p.UID())), slog.Int(telemetry.PID, int(p.PID())))
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, "admin change", append(base, attrs...)...)
+	s.log.LogAttrs(ctx, slog.LevelInfo, "admin change", append(base, ch.attrs...)...)
 }
 
 func methodName(ctx context.Context) string {

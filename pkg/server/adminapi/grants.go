@@ -70,20 +70,30 @@ func (h *grantService) GetGrant(ctx context.Context, req *adminv1.GetGrantReques
 	return &adminv1.GetGrantResponse{Grant: g}, nil
 }
 
+// actionGrantRevoke is the grant revocation's action, after
+// audit.ActionAdminPrefix.
+const actionGrantRevoke = "grant.revoke"
+
 // RevokeGrant ends a pending or active grant at once.
-func (h *grantService) RevokeGrant(ctx context.Context, req *adminv1.RevokeGrantRequest) (*adminv1.RevokeGrantResponse, error) {
+func (h *grantService) RevokeGrant(ctx context.Context, req *adminv1.RevokeGrantRequest) (_ *adminv1.RevokeGrantResponse, retErr error) {
+	ch := change{action: actionGrantRevoke, details: map[string]any{telemetry.Reason: req.GetReason()}}
+	defer func() { h.s.audit(ctx, ch, retErr) }()
 	if err := checkGrantID(req.GetId()); err != nil {
 		return nil, err
 	}
+	ch.target = req.GetId()
 	g, err := h.s.grants.Revoke(ctx, req.GetId(), req.GetReason(), operator(ctx))
 	if err != nil {
 		return nil, h.s.grantError(ctx, err)
 	}
-	h.s.audit(ctx,
+	ch.details[telemetry.SPIFFEID], ch.details[telemetry.Status] = g.GetSpiffeId(), g.GetStatus().String()
+	ch.details["owner"] = g.GetOwner()
+	ch.attrs = []slog.Attr{
 		slog.String(telemetry.GrantID, g.GetId()),
 		slog.String(telemetry.SPIFFEID, g.GetSpiffeId()),
 		slog.String(telemetry.Status, g.GetStatus().String()),
-		slog.String(telemetry.Reason, req.GetReason()))
+		slog.String(telemetry.Reason, req.GetReason()),
+	}
 	return &adminv1.RevokeGrantResponse{Grant: g}, nil
 }
 

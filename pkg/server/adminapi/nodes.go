@@ -52,7 +52,7 @@ func (h *nodeService) GetNode(ctx context.Context, req *adminv1.GetNodeRequest) 
 
 // EvictNode makes the node attest again before it is served.
 func (h *nodeService) EvictNode(ctx context.Context, req *adminv1.EvictNodeRequest) (*adminv1.EvictNodeResponse, error) {
-	n, err := h.s.setNodeStatus(ctx, req.GetSpiffeId(), func(n *typesv1.Node) error {
+	n, err := h.s.setNodeStatus(ctx, actionNodeEvict, req.GetSpiffeId(), func(n *typesv1.Node) error {
 		if n.Status == typesv1.NodeStatus_NODE_STATUS_BANNED {
 			// Evicting would let a banned node attest again.
 			return errRefused("node is banned; unban it to let it attest again")
@@ -68,7 +68,7 @@ func (h *nodeService) EvictNode(ctx context.Context, req *adminv1.EvictNodeReque
 
 // BanNode refuses the node until it is unbanned.
 func (h *nodeService) BanNode(ctx context.Context, req *adminv1.BanNodeRequest) (*adminv1.BanNodeResponse, error) {
-	n, err := h.s.setNodeStatus(ctx, req.GetSpiffeId(), func(n *typesv1.Node) error {
+	n, err := h.s.setNodeStatus(ctx, actionNodeBan, req.GetSpiffeId(), func(n *typesv1.Node) error {
 		n.Status = typesv1.NodeStatus_NODE_STATUS_BANNED
 		return nil
 	})
@@ -81,7 +81,7 @@ func (h *nodeService) BanNode(ctx context.Context, req *adminv1.BanNodeRequest) 
 // UnbanNode lifts a ban. The node is left evicted: it must attest again,
 // since its old SVID was issued before it was banned.
 func (h *nodeService) UnbanNode(ctx context.Context, req *adminv1.UnbanNodeRequest) (*adminv1.UnbanNodeResponse, error) {
-	n, err := h.s.setNodeStatus(ctx, req.GetSpiffeId(), func(n *typesv1.Node) error {
+	n, err := h.s.setNodeStatus(ctx, actionNodeUnban, req.GetSpiffeId(), func(n *typesv1.Node) error {
 		if n.Status != typesv1.NodeStatus_NODE_STATUS_BANNED {
 			// Unbanning an active node would silently evict it.
 			return errRefused(fmt.Sprintf("node is not banned (status %s)", n.Status))
@@ -95,29 +95,44 @@ func (h *nodeService) UnbanNode(ctx context.Context, req *adminv1.UnbanNodeReque
 	return &adminv1.UnbanNodeResponse{Node: n}, nil
 }
 
-// setNodeStatus applies change to the stored node in one store transaction
-// and audits the result. change refuses with errRefused.
-func (s *Service) setNodeStatus(ctx context.Context, id string, change func(*typesv1.Node) error) (*typesv1.Node, error) {
+// Actions of the node changes, after audit.ActionAdminPrefix.
+const (
+	actionNodeEvict = "node.evict"
+	actionNodeBan   = "node.ban"
+	actionNodeUnban = "node.unban"
+)
+
+// setNodeStatus applies apply to the stored node in one store transaction
+// and audits the outcome as action. apply refuses with errRefused.
+func (s *Service) setNodeStatus(ctx context.Context, action, id string, apply func(*typesv1.Node) error) (_ *typesv1.Node, err error) {
+	ch := change{action: action, details: map[string]any{}}
+	defer func() { s.audit(ctx, ch, err) }()
 	if err := s.checkNodeID(id); err != nil {
 		return nil, err
 	}
+	ch.target = id
 	var before typesv1.NodeStatus
 	n, err := s.store.UpdateNode(ctx, id, func(n *typesv1.Node) error {
 		before = n.Status
-		return change(n)
+		return apply(n)
 	})
 	var r refusal
 	if errors.As(err, &r) {
+		ch.details[logPreviousStatus] = before.String()
 		return nil, status.Error(codes.FailedPrecondition, string(r))
 	}
 	if err != nil {
 		return nil, s.storeError(ctx, err)
 	}
-	s.audit(ctx,
+	ch.details[logPreviousStatus] = before.String()
+	ch.details[telemetry.Status] = n.GetStatus().String()
+	ch.details[telemetry.Revision] = n.GetRevision()
+	ch.attrs = []slog.Attr{
 		slog.String(telemetry.NodeID, n.GetSpiffeId()),
 		slog.String(logPreviousStatus, before.String()),
 		slog.String(telemetry.Status, n.GetStatus().String()),
-		slog.Int64(telemetry.Revision, n.GetRevision()))
+		slog.Int64(telemetry.Revision, n.GetRevision()),
+	}
 	return n, nil
 }
 

@@ -20,6 +20,12 @@ import (
 // maxTokenID bounds a token id in a request; generated ids are 24 bytes.
 const maxTokenID = 64
 
+// Actions of the join token changes, after audit.ActionAdminPrefix.
+const (
+	actionTokenGenerate = "token.generate"
+	actionTokenRevoke   = "token.revoke"
+)
+
 type tokenService struct {
 	adminv1.UnimplementedJoinTokenServiceServer
 	s *Service
@@ -27,7 +33,11 @@ type tokenService struct {
 
 // GenerateToken makes a single-use join token. Only the hash of its secret
 // is stored, so the response is the only time the secret is seen.
-func (h *tokenService) GenerateToken(ctx context.Context, req *adminv1.GenerateTokenRequest) (*adminv1.GenerateTokenResponse, error) {
+//
+// Its audit record names the token by its id, never the token itself.
+func (h *tokenService) GenerateToken(ctx context.Context, req *adminv1.GenerateTokenRequest) (_ *adminv1.GenerateTokenResponse, retErr error) {
+	ch := change{action: actionTokenGenerate, details: map[string]any{}}
+	defer func() { h.s.audit(ctx, ch, retErr) }()
 	ttl, fixed, err := h.s.checkGenerate(req)
 	if err != nil {
 		return nil, invalidArgument(err)
@@ -52,13 +62,16 @@ func (h *tokenService) GenerateToken(ctx context.Context, req *adminv1.GenerateT
 	if !fixed.IsZero() {
 		jt.SpiffeId = fixed.String()
 	}
+	ch.target = jt.Id
+	ch.details[telemetry.SPIFFEID], ch.details[telemetry.ExpiresAt] = agentID.String(), jt.ExpiresAt
 	if err := h.s.store.CreateJoinToken(ctx, jt); err != nil {
 		return nil, h.s.storeError(ctx, err)
 	}
-	h.s.audit(ctx,
+	ch.attrs = []slog.Attr{
 		slog.String(telemetry.TokenID, jt.Id),
 		slog.String(telemetry.SPIFFEID, agentID.String()),
-		slog.Int64(telemetry.ExpiresAt, jt.ExpiresAt))
+		slog.Int64(telemetry.ExpiresAt, jt.ExpiresAt),
+	}
 	return &adminv1.GenerateTokenResponse{
 		Token:     tok.String(),
 		SpiffeId:  agentID.String(),
@@ -123,7 +136,11 @@ func (h *tokenService) ListTokens(ctx context.Context, _ *adminv1.ListTokensRequ
 }
 
 // RevokeToken deletes a join token so it can no longer be used.
-func (h *tokenService) RevokeToken(ctx context.Context, req *adminv1.RevokeTokenRequest) (*adminv1.RevokeTokenResponse, error) {
+func (h *tokenService) RevokeToken(ctx context.Context, req *adminv1.RevokeTokenRequest) (_ *adminv1.RevokeTokenResponse, retErr error) {
+	// The target is set only once the id is known not to be a whole
+	// token: a secret must not reach the audit log.
+	ch := change{action: actionTokenRevoke}
+	defer func() { h.s.audit(ctx, ch, retErr) }()
 	id := req.GetId()
 	switch {
 	case id == "":
@@ -134,9 +151,10 @@ func (h *tokenService) RevokeToken(ctx context.Context, req *adminv1.RevokeToken
 	case len(id) > maxTokenID:
 		return nil, invalidArgument(fmt.Errorf("id: is %d bytes; token ids are at most %d", len(id), maxTokenID))
 	}
+	ch.target = id
 	if err := h.s.store.DeleteJoinToken(ctx, id); err != nil {
 		return nil, h.s.storeError(ctx, err)
 	}
-	h.s.audit(ctx, slog.String(telemetry.TokenID, id))
+	ch.attrs = []slog.Attr{slog.String(telemetry.TokenID, id)}
 	return &adminv1.RevokeTokenResponse{}, nil
 }

@@ -44,6 +44,12 @@ type attestation struct {
 	log    *slog.Logger
 	typ    string
 	rounds int
+	// addr is the peer's address; nodeID, res and canReattest are what
+	// the attestation established, for its audit record (records.go).
+	addr        string
+	nodeID      string
+	res         *agentv1.AttestResult
+	canReattest bool
 	// challengeErr is the transport or protocol failure of a challenge
 	// round; it is reported as is, whatever the verifier wrapped it in.
 	challengeErr error
@@ -62,10 +68,12 @@ func (s *Service) Attest(stream agentv1.AgentService_AttestServer) error {
 	defer cancel()
 	a := &attestation{s: s, stream: stream, ctx: ctx, log: telemetry.Logger(ctx, s.log)}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		a.log = a.log.With(telemetry.Address, p.Addr.String())
+		a.addr = p.Addr.String()
+		a.log = a.log.With(telemetry.Address, a.addr)
 	}
 	err := a.run()
 	s.metrics.attestations.WithLabelValues(metricAttestor(s, a.typ), outcome(err)).Inc()
+	s.recordAttest(stream.Context(), a, err)
 	return err
 }
 
@@ -78,12 +86,14 @@ func (a *attestation) run() error {
 	if params == nil {
 		return status.Error(codes.InvalidArgument, "the first message must carry params")
 	}
+	// Set before it is checked, for the audit record (which quotes an
+	// unknown type bounded) and the metric (which says "unknown").
+	a.typ = params.GetAttestor()
 	verifier, ok := a.s.verifiers[params.GetAttestor()]
 	if params.GetAttestor() == "" || !ok {
 		return status.Errorf(codes.InvalidArgument, "params.attestor: unknown attestor %q; known: %s",
 			params.GetAttestor(), a.s.known)
 	}
-	a.typ = params.GetAttestor()
 	a.log = a.log.With(telemetry.Attestor, a.typ)
 	// The CSR is checked before the evidence, so a malformed request does
 	// not burn single-use evidence such as a join token.
@@ -98,6 +108,7 @@ func (a *attestation) run() error {
 	if err := a.s.checkResult(result); err != nil {
 		return a.s.internal(a.ctx, "node attestor result", fmt.Errorf("attestor %s: %w", a.typ, err))
 	}
+	a.nodeID, a.canReattest = result.AgentID.String(), result.CanReattest
 	res, err := a.s.admitNode(a.ctx, a.log, a.typ, result, csr)
 	if err != nil {
 		return err
@@ -105,6 +116,7 @@ func (a *attestation) run() error {
 	if err := a.stream.Send(&agentv1.AttestResponse{Step: &agentv1.AttestResponse_Result{Result: res}}); err != nil {
 		return err
 	}
+	a.res = res
 	a.log.Info("node attested", telemetry.SPIFFEID, res.GetSpiffeId(),
 		telemetry.Selectors, res.GetSelectors(), "can_reattest", result.CanReattest)
 	return nil

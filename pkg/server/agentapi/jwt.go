@@ -31,52 +31,64 @@ const (
 	claimOwner   = "owner"
 )
 
-// MintJWTSVID signs a JWT-SVID for an entry authorised for the calling node.
+// MintJWTSVID signs a JWT-SVID for an entry authorised for the calling
+// node. Every call, refused or not, makes one svid.mint audit record.
 func (s *Service) MintJWTSVID(ctx context.Context, req *agentv1.MintJWTSVIDRequest) (*agentv1.MintJWTSVIDResponse, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.refuseUntrusted(ctx, c.node, "JWT-SVID minting"); err != nil {
+	resp, e, row, err := s.mintJWT(ctx, c, req)
+	s.recordJWTMint(ctx, c, req, e, row, err)
+	if err != nil {
 		return nil, err
+	}
+	return resp, nil
+}
+
+// mintJWT signs and records the JWT-SVID; e is the entry once known, row
+// the ledger row once written.
+func (s *Service) mintJWT(ctx context.Context, c *caller, req *agentv1.MintJWTSVIDRequest) (_ *agentv1.MintJWTSVIDResponse, e *typesv1.Entry, _ *typesv1.IssuedSVID, _ error) {
+	if err := s.refuseUntrusted(ctx, c.node, "JWT-SVID minting"); err != nil {
+		return nil, nil, nil, err
 	}
 	if err := checkAudience(req.GetAudience()); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if req.GetTtl() < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "ttl: %d is negative", req.GetTtl())
+		return nil, nil, nil, status.Errorf(codes.InvalidArgument, "ttl: %d is negative", req.GetTtl())
 	}
 	if max := int64(s.cfg.MaxJWTTTL / time.Second); int64(req.GetTtl()) > max {
-		return nil, status.Errorf(codes.InvalidArgument, "ttl: %d s exceeds the maximum of %d s", req.GetTtl(), max)
+		return nil, nil, nil, status.Errorf(codes.InvalidArgument, "ttl: %d s exceeds the maximum of %d s", req.GetTtl(), max)
 	}
 	az, _, err := s.loadAuthz(ctx, c.node)
 	if err != nil {
-		return nil, s.internal(ctx, "load node aliases", err)
+		return nil, nil, nil, s.internal(ctx, "load node aliases", err)
 	}
 	now := s.clock.Now()
 	e, id, st := s.authorisedEntry(ctx, az, req.GetEntryId(), now)
 	if st != nil {
-		return nil, st.Err()
+		return nil, nil, nil, st.Err()
 	}
 	token, iat, exp, err := s.ca.SignJWTSVID(ctx, ca.JWTParams{
 		ID: id, Audience: req.GetAudience(), TTL: s.jwtTTL(req.GetTtl(), e), ExtraClaims: jwtClaims(e),
 	})
 	if err != nil {
-		return nil, s.internal(ctx, "sign JWT-SVID", err)
+		return nil, e, nil, s.internal(ctx, "sign JWT-SVID", err)
 	}
 	jti, err := tokenID(token)
 	if err != nil {
-		return nil, s.internal(ctx, "read JWT-SVID id", err)
+		return nil, e, nil, s.internal(ctx, "read JWT-SVID id", err)
 	}
 	row := ledgerRow(typesv1.SVIDKind_SVID_KIND_JWT, jti, e, c, iat, exp)
 	row.Audience = append([]string(nil), req.GetAudience()...)
 	if err := s.store.RecordIssued(ctx, []*typesv1.IssuedSVID{row}); err != nil {
-		return nil, s.internal(ctx, "record issued JWT-SVID", err)
+		return nil, e, nil, s.internal(ctx, "record issued JWT-SVID", err)
 	}
 	s.metrics.issued.WithLabelValues("jwt").Inc()
 	telemetry.Logger(ctx, s.log).Debug("JWT-SVID issued", telemetry.EntryID, e.GetId(),
 		telemetry.SPIFFEID, e.GetSpiffeId(), telemetry.ExpiresAt, exp)
-	return &agentv1.MintJWTSVIDResponse{Token: token, ExpiresAt: exp.Unix(), IssuedAt: iat.Unix()}, nil
+	return &agentv1.MintJWTSVIDResponse{Token: token, ExpiresAt: exp.Unix(), IssuedAt: iat.Unix()}, e, row, nil
 }
 
 func checkAudience(aud []string) error {

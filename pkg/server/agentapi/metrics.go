@@ -25,6 +25,9 @@ type metrics struct {
 	// reattestations and reattestStreams are continuous attestation's.
 	reattestations  *prometheus.CounterVec
 	reattestStreams prometheus.Gauge
+	// attestRecordsDropped and workloadEvents are the audit records'.
+	attestRecordsDropped prometheus.Counter
+	workloadEvents       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,6 +63,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "reattest_streams",
 			Help: "Open Reattest streams: nodes reachable for continuous attestation.",
 		})),
+		attestRecordsDropped: telemetry.RegisterOrExisting(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: sub,
+			Name: "attest_records_dropped_total",
+			Help: "Audit records of failed node attestations left out because failures came faster than the record rate limit.",
+		})),
+		workloadEvents: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: telemetry.Namespace, Subsystem: sub,
+			Name: "workload_events_total",
+			Help: "Workload events reported by agents, by kind (attestation_failed, not_entitled) and outcome (recorded; rate_limited: dropped by the per-node limit).",
+		}, []string{"kind", "outcome"})),
 	}
 }
 

@@ -19,23 +19,35 @@ import (
 // MintX509SVIDs signs a batch of workload X.509-SVIDs. Each item fails or
 // succeeds on its own (its code says which); the SPIFFE ID and DNS names
 // always come from the entry, never from the CSR.
+// Every call, refused or not, makes one svid.mint audit record.
 func (s *Service) MintX509SVIDs(ctx context.Context, req *agentv1.MintX509SVIDsRequest) (*agentv1.MintX509SVIDsResponse, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.refuseUntrusted(ctx, c.node, "X.509-SVID minting"); err != nil {
+	resp, rows, err := s.mintX509Batch(ctx, c, req)
+	s.recordX509Mint(ctx, c, req, resp, rows, err)
+	if err != nil {
 		return nil, err
+	}
+	return resp, nil
+}
+
+// mintX509Batch signs the batch and writes its ledger rows; on error resp
+// may hold the per-item results so far, but nothing was issued.
+func (s *Service) mintX509Batch(ctx context.Context, c *caller, req *agentv1.MintX509SVIDsRequest) (*agentv1.MintX509SVIDsResponse, []*typesv1.IssuedSVID, error) {
+	if err := s.refuseUntrusted(ctx, c.node, "X.509-SVID minting"); err != nil {
+		return nil, nil, err
 	}
 	switch n := len(req.GetParams()); {
 	case n == 0:
-		return nil, status.Error(codes.InvalidArgument, "params: at least one item is required")
+		return nil, nil, status.Error(codes.InvalidArgument, "params: at least one item is required")
 	case n > MaxMintBatch:
-		return nil, status.Errorf(codes.InvalidArgument, "params: %d items, at most %d allowed", n, MaxMintBatch)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "params: %d items, at most %d allowed", n, MaxMintBatch)
 	}
 	az, _, err := s.loadAuthz(ctx, c.node)
 	if err != nil {
-		return nil, s.internal(ctx, "load node aliases", err)
+		return nil, nil, s.internal(ctx, "load node aliases", err)
 	}
 	now := s.clock.Now()
 	resp := &agentv1.MintX509SVIDsResponse{Results: make([]*agentv1.X509SVIDResult, len(req.GetParams()))}
@@ -50,11 +62,11 @@ func (s *Service) MintX509SVIDs(ctx context.Context, req *agentv1.MintX509SVIDsR
 	if len(rows) > 0 {
 		// No SVID leaves the server without its ledger row.
 		if err := s.store.RecordIssued(ctx, rows); err != nil {
-			return nil, s.internal(ctx, "record issued SVIDs", err)
+			return resp, rows, s.internal(ctx, "record issued SVIDs", err)
 		}
 		s.metrics.issued.WithLabelValues("x509").Add(float64(len(rows)))
 	}
-	return resp, nil
+	return resp, rows, nil
 }
 
 // mintX509 handles one item: its result, and the ledger row when signed.

@@ -12,16 +12,17 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nhid/nhid/pkg/attestor"
+	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/selector"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
-// Audit events of continuous attestation. Until the audit trail exists
-// they are log lines with the stable message "audit" and these event
-// names under telemetry.Event; the audit-trail work routes them into the
-// hash chain.
+// Audit events of continuous attestation: a trust change is a log line
+// with the stable message "audit" and one of these event names under
+// telemetry.Event, and a node.reattest record in the audit log
+// (recordTrust, records.go).
 const (
 	auditNodeUntrusted = "node_untrusted"
 	auditNodeTrusted   = "node_trusted"
@@ -107,22 +108,24 @@ func (s *Service) reattestPassed(ctx context.Context, conn *reattestConn, res at
 	s.metrics.reattestations.WithLabelValues(conn.typ, outcomeSuccess).Inc()
 	conn.log.Debug("continuous attestation passed", telemetry.Selectors, sels)
 	if wasUntrusted {
-		s.audit(auditNodeTrusted, conn.nodeID, conn.typ, "a continuous attestation passed again")
+		s.recordTrust(ctx, auditNodeTrusted, conn.nodeID, conn.nodeID, conn.typ, "a continuous attestation passed again")
 	}
 	return nil
 }
 
-// reattestRefused marks the node untrusted with the refusal's reason.
+// reattestRefused marks the node untrusted with the refusal's reason and
+// tells reputation: every refused round counts against the node.
 func (s *Service) reattestRefused(ctx context.Context, conn *reattestConn, refusal error) error {
 	s.metrics.reattestations.WithLabelValues(conn.typ, outcomeRefused).Inc()
 	reason := "continuous attestation failed: " + strings.TrimPrefix(refusal.Error(), attestor.ErrAttestationFailed.Error()+": ")
-	return s.markUntrusted(ctx, conn.log, conn.nodeID, conn.typ, reason)
+	s.observe(ctx, reputation.Event{SPIFFEID: conn.nodeID, Kind: reputation.KindAttestationFailed, Reason: reason, Reporter: reporterServer})
+	return s.markUntrusted(ctx, conn.log, conn.nodeID, conn.nodeID, conn.typ, reason)
 }
 
 // markUntrusted makes an ACTIVE or UNTRUSTED node UNTRUSTED with reason,
-// writing an audit record when its trust changes. Evicted, banned and
-// deleted nodes are left to the operator's decision.
-func (s *Service) markUntrusted(ctx context.Context, log *slog.Logger, nodeID, typ, reason string) error {
+// writing an audit record by actor when its trust changes. Evicted,
+// banned and deleted nodes are left to the operator's decision.
+func (s *Service) markUntrusted(ctx context.Context, log *slog.Logger, actor, nodeID, typ, reason string) error {
 	var was typesv1.NodeStatus
 	_, err := s.store.UpdateNode(ctx, nodeID, func(n *typesv1.Node) error {
 		was = n.GetStatus()
@@ -140,20 +143,11 @@ func (s *Service) markUntrusted(ctx context.Context, log *slog.Logger, nodeID, t
 	}
 	switch was {
 	case typesv1.NodeStatus_NODE_STATUS_ACTIVE:
-		s.audit(auditNodeUntrusted, nodeID, typ, reason)
+		s.recordTrust(ctx, auditNodeUntrusted, actor, nodeID, typ, reason)
 	case typesv1.NodeStatus_NODE_STATUS_UNTRUSTED:
 		log.Warn("continuous attestation refused; the node stays untrusted", telemetry.Reason, reason)
 	}
 	return nil
-}
-
-// audit writes an audit record: the stable message "audit", the event,
-// and the node, its attestor and the reason under their usual keys. It
-// uses the service's logger, not a request's, so that the record carries
-// these keys once and nothing else varies from record to record.
-func (s *Service) audit(event, nodeID, typ, reason string) {
-	s.log.Warn("audit", telemetry.Event, event, telemetry.NodeID, nodeID,
-		telemetry.Attestor, typ, telemetry.Reason, reason)
 }
 
 // servable reports whether continuous attestation may change the node: an
@@ -200,7 +194,7 @@ func (s *Service) sweepOverdue(ctx context.Context) {
 			last := time.Unix(max(n.GetVerifiedAt(), n.GetAttestedAt()), 0).UTC().Format(time.RFC3339)
 			reason := "continuous attestation overdue: no attestation passed since " + last
 			log := s.log.With(telemetry.NodeID, n.GetSpiffeId())
-			if err := s.markUntrusted(ctx, log, n.GetSpiffeId(), n.GetAttestorType(), reason); err != nil {
+			if err := s.markUntrusted(ctx, log, s.serverID, n.GetSpiffeId(), n.GetAttestorType(), reason); err != nil {
 				log.Error("continuous attestation: mark overdue node untrusted", telemetry.Error, err.Error())
 			}
 		}

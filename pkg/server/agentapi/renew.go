@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 
 	"google.golang.org/grpc/codes"
@@ -18,25 +19,36 @@ import (
 // Renew signs a new agent SVID for the calling node. The SVID it replaces
 // stays valid until the new one is first used (see touch), so an agent can
 // switch connections without a gap.
+//
+// Every renewal, refused or not, makes one svid.mint audit record.
 func (s *Service) Renew(ctx context.Context, req *agentv1.RenewRequest) (*agentv1.RenewResponse, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.refuseUntrusted(ctx, c.node, "agent SVID renewal"); err != nil {
+	resp, leaf, err := s.renew(ctx, c, req)
+	s.recordRenew(ctx, c, leaf, err)
+	if err != nil {
 		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *Service) renew(ctx context.Context, c *caller, req *agentv1.RenewRequest) (*agentv1.RenewResponse, *x509.Certificate, error) {
+	if err := s.refuseUntrusted(ctx, c.node, "agent SVID renewal"); err != nil {
+		return nil, nil, err
 	}
 	csr, err := svid.CheckCSR(req.GetCsr())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
 	chain, err := s.ca.SignX509SVID(ctx, ca.X509Params{ID: c.id, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
 	if err != nil {
-		return nil, s.internal(ctx, "sign agent SVID", err)
+		return nil, nil, s.internal(ctx, "sign agent SVID", err)
 	}
 	leaf := chain[0]
 	if err := s.recordAgentSVID(ctx, c.id.String(), leaf, s.clock.Now()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	newSerial := serialHex(leaf)
 	_, err = s.store.UpdateNode(ctx, c.id.String(), func(n *typesv1.Node) error {
@@ -54,17 +66,17 @@ func (s *Service) Renew(ctx context.Context, req *agentv1.RenewRequest) (*agentv
 	})
 	switch {
 	case status.Code(err) == codes.PermissionDenied:
-		return nil, err
+		return nil, nil, err
 	case errors.Is(err, store.ErrNotFound):
-		return nil, status.Error(codes.PermissionDenied, msgUnknown)
+		return nil, nil, status.Error(codes.PermissionDenied, msgUnknown)
 	case err != nil:
-		return nil, s.internal(ctx, "update node", err)
+		return nil, nil, s.internal(ctx, "update node", err)
 	}
 	bundle, _, err := s.bundles.Current(ctx)
 	if err != nil {
-		return nil, s.internal(ctx, "read bundle", err)
+		return nil, nil, s.internal(ctx, "read bundle", err)
 	}
 	telemetry.Logger(ctx, s.log).Info("agent SVID renewed", telemetry.Serial, newSerial,
 		telemetry.ExpiresAt, leaf.NotAfter)
-	return &agentv1.RenewResponse{SvidChain: rawChain(chain), Bundle: bundle}, nil
+	return &agentv1.RenewResponse{SvidChain: rawChain(chain), Bundle: bundle}, leaf, nil
 }

@@ -19,13 +19,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/nhid/nhid/pkg/agentid"
 	"github.com/nhid/nhid/pkg/attestor"
+	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/ca"
 	"github.com/nhid/nhid/pkg/clock"
 	"github.com/nhid/nhid/pkg/entry"
+	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/server/servertls"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
@@ -100,8 +103,17 @@ type Config struct {
 	// DefaultSyncQueue.
 	SyncReads, SyncQueue int
 	// Grants, if set, serves AgentGrantService (grants.go); without it
-	// the service is not registered and agents get Unimplemented.
+	// only ReportWorkloadEvents is served and the other methods answer
+	// Unimplemented.
 	Grants Grants
+	// Audit receives the records of node attestations, trust changes,
+	// SVID mints and the workload events agents report (records.go,
+	// events.go); default audit.Discard.
+	Audit audit.Recorder
+	// Reputation, if set, is told of attestation failures: a node's
+	// refused re-attestation and the workload events naming an identity
+	// the node serves. Nil tracks none.
+	Reputation reputation.Tracker
 }
 
 // Service implements agentv1.AgentServiceServer.
@@ -138,6 +150,13 @@ type Service struct {
 	// syncGate bounds the Sync streams reading at once (syncgate.go).
 	syncGate *syncGate
 
+	// audit takes the service's audit records; attestFailures bounds the
+	// records of failed attestations (records.go).
+	audit          audit.Recorder
+	attestFailures *rate.Limiter
+	// events rate-limits the workload events each node reports (events.go).
+	events *eventLimits
+
 	// stopping is closed when Run returns, ending open Sync streams.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
@@ -152,21 +171,24 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		cfg:           cfg,
-		td:            cfg.TrustDomain,
-		store:         cfg.Store,
-		ca:            cfg.CA,
-		verifiers:     make(map[string]attestor.NodeVerifier, len(cfg.Verifiers)),
-		log:           cfg.Log.With(telemetry.Component, "agentapi"),
-		clock:         cfg.Clock,
-		metrics:       newMetrics(cfg.Metrics),
-		tracker:       newTracker(),
-		reattesters:   make(map[string]attestor.NodeReattester),
-		hub:           newReattestHub(),
-		attestTimeout: maxAttestDuration,
-		stopping:      make(chan struct{}),
-		attestSlots:   make(chan struct{}, maxConcurrentAttestations),
-		syncGate:      newSyncGate(cfg.SyncReads, cfg.SyncQueue, cfg.Metrics),
+		cfg:            cfg,
+		td:             cfg.TrustDomain,
+		store:          cfg.Store,
+		ca:             cfg.CA,
+		verifiers:      make(map[string]attestor.NodeVerifier, len(cfg.Verifiers)),
+		log:            cfg.Log.With(telemetry.Component, "agentapi"),
+		clock:          cfg.Clock,
+		metrics:        newMetrics(cfg.Metrics),
+		tracker:        newTracker(),
+		reattesters:    make(map[string]attestor.NodeReattester),
+		hub:            newReattestHub(),
+		attestTimeout:  maxAttestDuration,
+		stopping:       make(chan struct{}),
+		attestSlots:    make(chan struct{}, maxConcurrentAttestations),
+		syncGate:       newSyncGate(cfg.SyncReads, cfg.SyncQueue, cfg.Metrics),
+		audit:          cfg.Audit,
+		attestFailures: rate.NewLimiter(attestFailureRecordRate, attestFailureRecordBurst),
+		events:         newEventLimits(workloadEventRate, workloadEventBurst),
 	}
 	s.serverID = agentid.Server(cfg.TrustDomain).String()
 	s.bundles = servertls.NewBundles(cfg.Store, cfg.TrustDomain, cfg.Clock)
@@ -234,6 +256,7 @@ func (cfg *Config) setDefaults() error {
 	}
 	cfg.Log = telemetry.OrDiscard(cfg.Log)
 	cfg.Clock = clock.OrReal(cfg.Clock)
+	cfg.Audit = audit.OrDiscard(cfg.Audit)
 	return errors.Join(errs...)
 }
 
@@ -242,6 +265,9 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	agentv1.RegisterAgentServiceServer(r, s)
 	if s.cfg.Grants != nil {
 		agentv1.RegisterAgentGrantServiceServer(r, &grantService{s: s, grants: s.cfg.Grants})
+	} else {
+		// Workload events are reported whether or not grants are served.
+		agentv1.RegisterAgentGrantServiceServer(r, &eventsOnlyService{s: s})
 	}
 }
 
