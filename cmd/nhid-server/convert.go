@@ -45,7 +45,11 @@ func toServerConfig(s settings) (server.Config, error) {
 	cfg.JoinTokenDefaultTTL = ttl(&errs, "server.join_token.default_ttl", s.JoinToken.DefaultTTL, time.Second, maxJoinTokenTTL)
 	cfg.Policy = policyConfig(&errs, "server.policy", s.Policy)
 	cfg.Grants = grantsConfig(&errs, "server.grants", s.Grants)
+	cfg.Approvals = approvalsConfig(&errs, "server.approvals", s.Approvals)
 	cfg.RelyingPartyAddress = address(&errs, "server.relying_party.address", s.RelyingParty.Address, true)
+	cfg.Audit = auditConfig(&errs, "server.audit", s.Audit)
+	cfg.Reputation = reputationConfig(&errs, "server.reputation", s.Reputation)
+	cfg.Notify = notifyConfig(&errs, "server.notify", s.Notify)
 	logSettings(&errs, s)
 	return cfg, errs.Err()
 }

@@ -39,7 +39,11 @@ type settings struct {
 
 	Policy       policySettings       `yaml:"policy"`
 	Grants       grantSettings        `yaml:"grants"`
+	Approvals    approvalSettings     `yaml:"approvals"`
 	RelyingParty relyingPartySettings `yaml:"relying_party"`
+	Audit        auditSettings        `yaml:"audit"`
+	Reputation   reputationSettings   `yaml:"reputation"`
+	Notify       notifySettings       `yaml:"notify"`
 }
 
 type caSettings struct {

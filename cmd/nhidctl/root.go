@@ -93,7 +93,10 @@ commands, to nhid-agent's Workload API as a workload would.`,
 		newHealthcheckCmd(g),
 		newSVIDCmd(g),
 		newGrantCmd(g),
+		newApprovalCmd(g),
 		newPolicyCmd(g),
+		newAuditCmd(g),
+		newReputationCmd(g),
 	)
 	return root
 }

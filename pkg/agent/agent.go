@@ -53,8 +53,9 @@ type Agent struct {
 	bundleSrc *trust.Source
 	bundleMu  sync.Mutex // orders bundle updates from attestation, renewal and sync
 	conn      *serverConn
-	renewNow  chan struct{} // test seam: renew at once
-	connected chan struct{} // closed on the first connection to the server
+	events    *eventReporter // workload events for the server (events.go)
+	renewNow  chan struct{}  // test seam: renew at once
+	connected chan struct{}  // closed on the first connection to the server
 	connOnce  sync.Once
 
 	cache   *agentcache.Cache
@@ -89,6 +90,11 @@ func New(cfg Config) (*Agent, error) {
 		gatherer = g
 	}
 	warnLooseDataDir(cfg.DataDir, log)
+	conn := newServerConn()
+	events := newEventReporter(conn, reg, log)
+	// Both the Workload API and the Grant API attest through this, so
+	// attestation failures on either are reported.
+	cfg.WorkloadAttestor = events.attestor(cfg.WorkloadAttestor)
 	return &Agent{
 		cfg:       cfg,
 		log:       log,
@@ -97,7 +103,8 @@ func New(cfg Config) (*Agent, error) {
 		gatherer:  gatherer,
 		svidSrc:   &agentsvid.Source{},
 		bundleSrc: &trust.Source{},
-		conn:      newServerConn(),
+		conn:      conn,
+		events:    events,
 		renewNow:  make(chan struct{}, 1),
 		connected: make(chan struct{}),
 		ready:     make(chan struct{}),
@@ -160,6 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.runNode(gctx) })
 	g.Go(func() error { a.runReattest(gctx); return nil })
 	g.Go(func() error { a.watchReady(gctx); return nil })
+	g.Go(func() error { a.events.run(gctx); return nil })
 	err = g.Wait()
 
 	a.stopHealth(health)

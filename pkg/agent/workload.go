@@ -25,13 +25,15 @@ type workloadServer struct {
 
 // startWorkloadAPI serves the SPIFFE Workload API on the agent socket:
 // callers identified by the kernel, attested by the workload attestor,
-// every call checked for the security header, counted and logged.
+// every call checked for the security header, counted and logged, and
+// attestation failures and refused callers reported to the server.
 func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
 	h, err := workloadapi.New(workloadapi.Config{
-		Manager:  a.manager,
-		Attestor: a.cfg.WorkloadAttestor,
-		Log:      a.log,
-		Metrics:  a.reg,
+		Manager:   a.manager,
+		Attestor:  a.cfg.WorkloadAttestor,
+		Log:       a.log,
+		Metrics:   a.reg,
+		OnRefused: a.events.onRefused,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("workload API: %w", err)
@@ -44,7 +46,7 @@ func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workload API: %w", err)
 	}
-	srv := newWorkloadGRPCServer(a.reg)
+	srv := newWorkloadGRPCServer(a.reg, a.events)
 	h.Register(srv)
 	gh.Register(srv) // the Grant API shares the socket, attestation and header check
 	ws := &workloadServer{srv: srv, grants: gh, done: make(chan struct{})}
@@ -61,14 +63,17 @@ func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
 // newWorkloadGRPCServer builds the Workload API's gRPC server. It has no
 // logging interceptor: the handler logs every request once, with the
 // caller's pid, uid and gid, and a second line per request (one per
-// closed stream, the common case) would only double the volume.
-func newWorkloadGRPCServer(reg prometheus.Registerer) *grpc.Server {
+// closed stream, the common case) would only double the volume. The
+// events interceptors come after the security header check: a call
+// without the header is not a workload's attempt at anything.
+func newWorkloadGRPCServer(reg prometheus.Registerer, events *eventReporter) *grpc.Server {
 	secUnary, secStream := workloadapi.SecurityHeaderInterceptors()
+	evUnary, evStream := events.interceptors()
 	gm := telemetry.NewGRPCMetrics(reg, "agent")
 	return grpc.NewServer(
 		grpc.Creds(peercred.TransportCredentials()),
-		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), secUnary),
-		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), secStream),
+		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), secUnary, evUnary),
+		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), secStream, evStream),
 	)
 }
 

@@ -88,6 +88,8 @@ func (s *Server) buildGrants(c *components) error {
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, Policy: decider, Signer: c.ca,
 		Log: s.log, Clock: s.cfg.Clock, Metrics: s.cfg.Metrics,
 		MaxTTL: s.cfg.Grants.MaxTTL, Limits: s.cfg.Grants.Limits,
+		ApprovalTimeout: s.cfg.Approvals.Timeout, Entries: c.store,
+		Reputation: c.reputation, Audit: c.audit, Notifier: c.notifier,
 	})
 	return err
 }
@@ -106,6 +108,7 @@ func (s *Server) buildRelyingParty(c *components) error {
 		Grants:      c.store,
 		Audience:    c.grants.Audience(),
 		Log:         s.log, Clock: s.cfg.Clock, Metrics: s.cfg.Metrics,
+		Reputation: c.reportObserver(), ReportRate: s.cfg.Reputation.reportRate(), ReportBurst: s.cfg.Reputation.ReportBurst,
 	})
 	return err
 }

@@ -46,6 +46,8 @@ type components struct {
 	audit      audit.Recorder
 	notifier   notify.Notifier
 	reputation reputation.Tracker
+	// auditRun is the audit log's writer (audit.go); nil until built.
+	auditRun *auditRun
 
 	agentSrv, adminSrv *grpc.Server
 	httpSrv            *http.Server
@@ -116,11 +118,20 @@ func (s *Server) openCA(ctx context.Context, st store.Store) (*ca.CA, error) {
 
 func (s *Server) buildServices(ctx context.Context, c *components) error {
 	c.audit, c.notifier = audit.Discard, notify.Discard
+	if err := s.buildAudit(c); err != nil {
+		return err
+	}
 	verifiers, err := s.cfg.NodeVerifiers(VerifierDeps{
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, Clock: s.cfg.Clock, Log: s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("node attestors: %w", err)
+	}
+	if err := s.buildNotifier(c); err != nil {
+		return err
+	}
+	if err := s.buildReputation(c); err != nil {
+		return err
 	}
 	if err := s.buildGrants(c); err != nil {
 		return err
@@ -130,7 +141,7 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, CA: c.ca, Verifiers: verifiers,
 		Log: s.log, Clock: s.cfg.Clock, Metrics: s.cfg.Metrics,
 		AgentSVIDTTL: sv.AgentTTL, DefaultX509TTL: sv.DefaultX509TTL, DefaultJWTTTL: sv.DefaultJWTTTL, MaxJWTTTL: sv.MaxJWTTTL,
-		Grants: c.grants,
+		Grants: c.grants, Audit: c.audit, Reputation: c.reputation,
 	})
 	if err != nil {
 		return err
@@ -138,7 +149,8 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 	c.admin, err = adminapi.New(adminapi.Config{
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, Log: s.log.With(telemetry.Component, "adminapi"),
 		Clock: s.cfg.Clock, DefaultTokenTTL: s.cfg.JoinTokenDefaultTTL,
-		Grants: c.grants, Ledger: c.store,
+		Grants: c.grants, Ledger: c.store, Audit: c.audit, Reputation: c.reputationAdmin(),
+		Approvals: c.grants, AuditLog: c.auditLog(),
 	})
 	if err != nil {
 		return err
@@ -160,6 +172,7 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 // serve runs the listeners and jobs until ctx ends or one of them fails.
 func (s *Server) serve(ctx context.Context, c *components) error {
 	s.buildServers(c)
+	s.startAudit(c)
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
 	defer stopJobs()
 	jobs, jobsCtx := errgroup.WithContext(jobsCtx)
@@ -168,6 +181,7 @@ func (s *Server) serve(ctx context.Context, c *components) error {
 	jobs.Go(func() error { return c.agent.Run(jobsCtx) })
 	jobs.Go(func() error { return s.runLeaderJobs(jobsCtx, c.store) })
 	s.runGrantJobs(jobsCtx, c, jobs.Go)
+	s.runReputationJobs(jobsCtx, c, jobs.Go)
 
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- serveGRPC("agent API", c.agentSrv, c.agentLis) }()
@@ -246,6 +260,7 @@ func serveHTTP(srv *http.Server, lis net.Listener) error {
 }
 
 func (s *Server) closeStore(c *components) {
+	s.stopAudit(c)
 	if err := c.store.Close(); err != nil {
 		s.log.Error("close store", telemetry.Error, err.Error())
 	}

@@ -122,6 +122,16 @@ type Config struct {
 	Policy PolicyConfig
 	// Grants holds the grant settings (grants.go).
 	Grants GrantsConfig
+	// Reputation holds the reputation settings (reputation.go); scores
+	// are tracked unless Disabled.
+	Reputation ReputationConfig
+	// Notify holds the owner notification settings (notify.go).
+	Notify NotifyConfig
+	// Approvals holds the settings of grants waiting for approval
+	// (approvals.go).
+	Approvals ApprovalsConfig
+	// Audit holds the audit trail settings (audit.go).
+	Audit AuditConfig
 	// RelyingPartyAddress serves /introspect and /jwks over mTLS; ""
 	// disables them (the binary defaults it to DefaultRelyingPartyAddress).
 	RelyingPartyAddress string
@@ -211,6 +221,8 @@ func (cfg *Config) setDefaults() error {
 		}
 	}
 	errs = append(errs, cfg.checkGrants()...)
+	errs = append(errs, cfg.checkAudit()...)
+	errs = append(errs, cfg.checkReputation()...)
 	errs = append(errs, cfg.Store.check()...)
 	cfg.Log = telemetry.OrDiscard(cfg.Log)
 	cfg.Clock = clock.OrReal(cfg.Clock)

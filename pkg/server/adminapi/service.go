@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/clock"
 	"github.com/nhid/nhid/pkg/entry"
 	"github.com/nhid/nhid/pkg/jointoken"
@@ -91,19 +92,32 @@ type Config struct {
 	Grants Grants
 	// Ledger, if set, serves SVIDService (svids.go).
 	Ledger Ledger
+	// Approvals, if set, serves ApprovalService (approvals.go).
+	Approvals Approvals
+	// Reputation, if set, serves ReputationService (reputation.go).
+	Reputation Reputations
+	// Audit receives a record of every admin change (errors.go); default
+	// audit.Discard.
+	Audit audit.Recorder
+	// AuditLog, if set, serves AuditService (audit.go).
+	AuditLog AuditLog
 }
 
 // Service implements the four admin services over one store.
 type Service struct {
-	td       spiffeid.TrustDomain
-	store    Store
-	log      *slog.Logger
-	clock    clock.Clock
-	limits   entry.Limits
-	tokenTTL time.Duration
-	maxTTL   time.Duration
-	grants   Grants
-	ledger   Ledger
+	td          spiffeid.TrustDomain
+	store       Store
+	log         *slog.Logger
+	clock       clock.Clock
+	limits      entry.Limits
+	tokenTTL    time.Duration
+	maxTTL      time.Duration
+	grants      Grants
+	ledger      Ledger
+	approvals   Approvals
+	reputations Reputations
+	recorder    audit.Recorder
+	auditLog    AuditLog
 
 	// generateToken makes join tokens; a seam so tests can force an id
 	// collision.
@@ -125,6 +139,10 @@ func New(cfg Config) (*Service, error) {
 		maxTTL:        cfg.MaxTokenTTL,
 		grants:        cfg.Grants,
 		ledger:        cfg.Ledger,
+		approvals:     cfg.Approvals,
+		reputations:   cfg.Reputation,
+		recorder:      audit.OrDiscard(cfg.Audit),
+		auditLog:      cfg.AuditLog,
 		generateToken: jointoken.Generate,
 	}, nil
 }
@@ -174,5 +192,14 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	}
 	if s.ledger != nil {
 		adminv1.RegisterSVIDServiceServer(r, &svidService{s: s})
+	}
+	if s.auditLog != nil {
+		adminv1.RegisterAuditServiceServer(r, &auditService{s: s})
+	}
+	if s.approvals != nil {
+		adminv1.RegisterApprovalServiceServer(r, &approvalService{s: s})
+	}
+	if s.reputations != nil {
+		adminv1.RegisterReputationServiceServer(r, &reputationService{s: s})
 	}
 }

@@ -1,8 +1,10 @@
 // Package relyingparty serves the HTTPS endpoints relying parties use to
 // check nhid's Transaction Tokens: POST /introspect (RFC 7662 token
 // introspection, which reads the grant record on every call so that a
-// revocation or release is visible at once) and GET /jwks (the trust
-// domain's JWT keys, which verify Txn-Tokens and JWT-SVIDs alike).
+// revocation or release is visible at once), GET /jwks (the trust
+// domain's JWT keys, which verify Txn-Tokens and JWT-SVIDs alike) and,
+// when reputation is tracked, POST /report (a relying party reports a
+// subject's misuse, report.go).
 //
 // Every connection is mutually authenticated: the server presents its own
 // X.509-SVID, and the client must present an X.509-SVID of the trust
@@ -22,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 
 	"github.com/nhid/nhid/pkg/clock"
 	"github.com/nhid/nhid/pkg/server/servertls"
@@ -75,6 +78,13 @@ type Config struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds the graceful stop of Serve; default 5s.
 	ShutdownTimeout time.Duration
+	// Reputation, if set, takes misuse reports at POST /report
+	// (report.go).
+	Reputation Observer
+	// ReportRate and ReportBurst bound each reporter's reports; defaults
+	// 10 a minute, burst 10.
+	ReportRate  rate.Limit
+	ReportBurst int
 }
 
 // Server is the relying-party endpoints.
@@ -83,6 +93,7 @@ type Server struct {
 	log     *slog.Logger
 	keys    *keyCache
 	metrics *prometheus.CounterVec
+	reports *reports
 }
 
 // New checks cfg and builds the endpoints.
@@ -101,6 +112,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Grants == nil {
 		fail("Grants")
 	}
+	if cfg.ReportRate < 0 || cfg.ReportBurst < 0 {
+		errs = append(errs, errors.New("relyingparty config: ReportRate and ReportBurst may not be negative"))
+	}
 	if cfg.MaxBodyBytes < 0 || cfg.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("relyingparty config: MaxBodyBytes and ShutdownTimeout may not be negative"))
 	}
@@ -116,6 +130,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.ReportRate == 0 {
+		cfg.ReportRate = DefaultReportRate
+	}
+	if cfg.ReportBurst == 0 {
+		cfg.ReportBurst = DefaultReportBurst
+	}
 	cfg.Log = telemetry.OrDiscard(cfg.Log).With(telemetry.Component, "relyingparty")
 	cfg.Clock = clock.OrReal(cfg.Clock)
 	return &Server{
@@ -127,15 +147,19 @@ func New(cfg Config) (*Server, error) {
 			Name: "introspections_total",
 			Help: "Token introspections by answer (active, inactive).",
 		}, []string{"answer"})),
+		reports: newReports(cfg),
 	}, nil
 }
 
-// Handler routes the endpoints; methods other than POST on /introspect and
-// GET (or HEAD) on /jwks get 405 with an Allow header.
+// Handler routes the endpoints; methods other than POST on /introspect
+// and /report and GET (or HEAD) on /jwks get 405 with an Allow header.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathIntrospect, s.introspect)
 	mux.HandleFunc("GET "+PathJWKS, s.jwks)
+	if s.cfg.Reputation != nil {
+		mux.HandleFunc("POST "+PathReport, s.report)
+	}
 	return mux
 }
 
