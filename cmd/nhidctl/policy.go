@@ -124,11 +124,14 @@ type decisionJSON struct {
 	MaxTTL   string   `json:"max_ttl,omitempty"`
 	Scopes   []string `json:"scopes,omitempty"`
 	Critical bool     `json:"critical,omitempty"`
+	// RateLimited: a `rate_limit: true` deny rule decided, which costs the
+	// subject reputation.
+	RateLimited bool `json:"rate_limited,omitempty"`
 }
 
 func printDecision(p *printer, d policy.Decision) error {
 	if p.isJSON() {
-		out := decisionJSON{Effect: d.Effect.String(), Rule: d.Rule, Reason: d.Reason, Scopes: d.Scopes, Critical: d.Critical}
+		out := decisionJSON{Effect: d.Effect.String(), Rule: d.Rule, Reason: d.Reason, Scopes: d.Scopes, Critical: d.Critical, RateLimited: d.RateLimited}
 		if d.MaxTTL > 0 {
 			out.MaxTTL = d.MaxTTL.String()
 		}
@@ -147,6 +150,8 @@ func printDecision(p *printer, d policy.Decision) error {
 		fields = append(fields, field{"Max TTL", maxTTL}, field{"Scopes", scopes})
 	case policy.RequireApproval:
 		fields = append(fields, field{"Critical", fmt.Sprint(d.Critical)})
+	case policy.Deny:
+		fields = append(fields, field{"Rate limited", fmt.Sprint(d.RateLimited)})
 	}
 	return p.record(fields)
 }

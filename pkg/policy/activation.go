@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"cel.dev/cel-go/common/types/ref"
@@ -20,17 +21,35 @@ const (
 
 // activation gives one decision's input to the CEL programs. Each variable
 // is converted to its CEL value once, when a rule first reads it, and then
-// shared by every rule of the decision.
+// shared by every rule of the decision. Activations are pooled: a decision
+// allocates only the CEL values its rules read.
 type activation struct {
-	in      *Input
+	in      Input
 	local   time.Time // in.Now in the policy's zone
 	details []any     // normalised authorization_details
 	vals    [32]ref.Val
+
+	hour, minute int
+	weekday      time.Weekday
+	dateSet      bool
+	dateStr      string // time.date once read
+	// iter and accu are the comprehension variables of the native path,
+	// one slot per level of nesting.
+	iter [maxNativeDepth]string
+	accu [maxNativeDepth]bool
+	// shared is the CEL execution frame the untracked programs of the
+	// decision share, sparing each evaluation a frame of its own. Programs
+	// with a run-time cost limit get a fresh frame each, so that no cost
+	// tracker outlives its program.
+	shared *interpreter.ExecutionFrame
 }
 
 var _ interpreter.Activation = (*activation)(nil)
 
-// newActivation validates in and prepares it for evaluation.
+var activations = sync.Pool{New: func() any { return new(activation) }}
+
+// newActivation validates in and prepares it for evaluation. The caller
+// releases the activation once no CEL value of the decision is in use.
 func newActivation(in *Input, loc *time.Location) (*activation, error) {
 	if loc == nil {
 		loc = time.UTC
@@ -48,7 +67,41 @@ func newActivation(in *Input, loc *time.Location) (*activation, error) {
 	if len(loc.String()) > maxString {
 		return nil, fmt.Errorf("time zone name is longer than %d bytes", maxString)
 	}
-	return &activation{in: in, local: in.Now.In(loc), details: details}, nil
+	a := activations.Get().(*activation)
+	a.in, a.local, a.details = *in, in.Now.In(loc), details
+	a.hour, a.minute, _ = a.local.Clock()
+	a.weekday = a.local.Weekday()
+	return a, nil
+}
+
+// date returns time.date, formatting it on first use.
+func (a *activation) date() string {
+	if !a.dateSet {
+		a.dateStr, a.dateSet = a.local.Format(time.DateOnly), true
+	}
+	return a.dateStr
+}
+
+// release returns a to the pool, dropping every reference it holds so that
+// a pooled activation keeps no request alive.
+func (a *activation) release() {
+	if a.shared != nil {
+		a.shared.Close()
+	}
+	*a = activation{}
+	activations.Put(a)
+}
+
+// frame returns the decision's shared execution frame.
+func (a *activation) frame() (*interpreter.ExecutionFrame, error) {
+	if a.shared == nil {
+		f, err := interpreter.NewExecutionFrame(a)
+		if err != nil {
+			return nil, err
+		}
+		a.shared = f
+	}
+	return a.shared, nil
 }
 
 // ResolveName returns the value of a variable declared in variables.

@@ -22,11 +22,13 @@ type rule struct {
 	name       string
 	effect     Effect
 	when       *program
-	reason     string
+	reason     string   // as given, or the default reason
 	reasonExpr *program // nil unless reason_expr was given
 	maxTTL     time.Duration
 	scopes     *program // nil unless scopes was given
 	critical   bool
+	// rateLimited marks a deny rule declared `rate_limit: true`.
+	rateLimited bool
 }
 
 // Rules returns the rule names in evaluation order.
@@ -89,7 +91,7 @@ var ruleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 // are recorded.
 func (c *compiler) rule(f *parsedFile, i int, d ruleDoc) *rule {
 	before := len(c.ps.items)
-	r := &rule{name: d.Name, reason: d.Reason, critical: d.Critical}
+	r := &rule{name: d.Name, reason: d.Reason, critical: d.Critical, rateLimited: d.RateLimit}
 	skip := func(field string) bool { return f.skipField(i, field) }
 	if !skip("name") {
 		c.checkName(f, i, d.Name)
@@ -120,6 +122,11 @@ func (c *compiler) rule(f *parsedFile, i int, d ruleDoc) *rule {
 	}
 	if effectOK {
 		c.checkEffectFields(f, i, d, r.effect)
+	}
+	if r.reason == "" {
+		// Computed once here rather than on every decision; a reason_expr
+		// that yields "" falls back to it too.
+		r.reason = defaultReason(r.effect, r.name)
 	}
 	if len(c.ps.items) > before || f.reported != nil {
 		return nil
@@ -191,6 +198,9 @@ func (c *compiler) checkEffectFields(f *parsedFile, i int, d ruleDoc, effect Eff
 	}
 	if d.Critical && effect != RequireApproval {
 		c.problem(f, i, "critical", "only require_approval rules take critical; this rule's effect is %s", effect)
+	}
+	if d.RateLimit && effect != Deny {
+		c.problem(f, i, "rate_limit", "only deny rules take rate_limit; this rule's effect is %s", effect)
 	}
 }
 

@@ -111,11 +111,18 @@ func TestCompile_ReportsProblemsAtTheirPlaceInTheFile(t *testing.T) {
 			doc: lines("version: 1", "rules:",
 				"  - {name: a, when: 'true', effect: deny, max_ttl: 5m}",
 				"  - {name: b, when: 'true', effect: require_approval, scopes: request.scopes}",
-				"  - {name: c, when: 'true', effect: allow, critical: true}"),
+				"  - {name: c, when: 'true', effect: allow, critical: true}",
+				"  - {name: d, when: 'true', effect: allow, rate_limit: true}",
+				"  - name: e",
+				"    when: 'true'",
+				"    effect: require_approval",
+				"    rate_limit: true"),
 			want: []string{
 				"p.yaml:3:52: rules[0].max_ttl: only allow rules take max_ttl; this rule's effect is deny",
 				"p.yaml:4:63: rules[1].scopes: only allow rules take scopes; this rule's effect is require_approval",
 				"p.yaml:5:54: rules[2].critical: only require_approval rules take critical; this rule's effect is allow",
+				"p.yaml:6:56: rules[3].rate_limit: only deny rules take rate_limit; this rule's effect is allow",
+				"p.yaml:10:17: rules[4].rate_limit: only deny rules take rate_limit; this rule's effect is require_approval",
 			},
 		},
 		{
@@ -133,11 +140,12 @@ func TestCompile_ReportsProblemsAtTheirPlaceInTheFile(t *testing.T) {
 		{
 			name: "wrong YAML types and duplicate keys",
 			doc: lines("version: 1", "rules:", "  - name: r", "    when: [a]", "    effect: allow",
-				"    critical: maybe", "    effect: deny"),
+				"    critical: maybe", "    effect: deny", "    rate_limit: 10"),
 			want: []string{
 				"p.yaml:4:11: rules[0].when: must be a string, got a list",
 				`p.yaml:6:15: rules[0].critical: must be a boolean (true or false), got "maybe"`,
 				"p.yaml:7:5: rules[0].effect: duplicate key (first set on line 5)",
+				`p.yaml:8:17: rules[0].rate_limit: must be a boolean (true or false), got "10"`,
 			},
 		},
 		{

@@ -3,19 +3,17 @@ package policy
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"slices"
 	"time"
 	"unicode/utf8"
 
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/traits"
 )
 
 // maxReason bounds a reason computed by reason_expr, in characters; it ends
 // up in tokens, logs and audit records.
 const maxReason = 1024
-
-var stringSliceType = reflect.TypeFor[[]string]()
 
 // Decide evaluates the rules in order for in and returns the first matching
 // rule's decision, or a denial when none matches. loc is the zone of
@@ -33,6 +31,7 @@ func (s *Set) decide(ctx context.Context, in Input, loc *time.Location) (Decisio
 	if err != nil {
 		return Decision{Effect: Deny, Reason: "invalid request: " + err.Error()}, &EvalError{Err: err}
 	}
+	defer act.release()
 	done := ctx.Done() // cheaper to poll than ctx.Err
 	for _, r := range s.rules {
 		select {
@@ -58,25 +57,23 @@ func (r *rule) failed() Decision {
 
 // decide evaluates the rule; when it matches, it returns its decision.
 func (r *rule) decide(act *activation, requested []string) (Decision, bool, error) {
-	out, err := r.when.eval(act)
+	matched, err := r.when.evalBool(act)
 	if err != nil {
 		return Decision{}, false, fmt.Errorf("when: %w", err)
-	}
-	matched, ok := out.(types.Bool)
-	if !ok {
-		return Decision{}, false, fmt.Errorf("when: got %s, want bool", out.Type().TypeName())
 	}
 	if !matched {
 		return Decision{}, false, nil
 	}
-	d := Decision{Effect: r.effect, Rule: r.name, Reason: r.reason, MaxTTL: r.maxTTL, Critical: r.critical}
+	d := Decision{Effect: r.effect, Rule: r.name, Reason: r.reason, MaxTTL: r.maxTTL,
+		Critical: r.critical, RateLimited: r.rateLimited}
 	if r.reasonExpr != nil {
-		if d.Reason, err = evalReason(r.reasonExpr, act); err != nil {
+		reason, err := evalReason(r.reasonExpr, act)
+		if err != nil {
 			return Decision{}, false, fmt.Errorf("reason_expr: %w", err)
 		}
-	}
-	if d.Reason == "" {
-		d.Reason = defaultReason(r.effect, r.name)
+		if reason != "" { // else the default reason stands
+			d.Reason = reason
+		}
 	}
 	if r.scopes != nil {
 		if d.Scopes, err = narrow(r.scopes, act, requested); err != nil {
@@ -88,6 +85,22 @@ func (r *rule) decide(act *activation, requested []string) (Decision, bool, erro
 		}
 	}
 	return d, true, nil
+}
+
+// evalBool evaluates a bool expression, natively when it can.
+func (p *program) evalBool(act *activation) (bool, error) {
+	if p.native != nil {
+		return p.native(act), nil
+	}
+	out, err := p.eval(act)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		return false, fmt.Errorf("got %s, want bool", out.Type().TypeName())
+	}
+	return bool(b), nil
 }
 
 func evalReason(p *program, act *activation) (string, error) {
@@ -110,23 +123,40 @@ func evalReason(p *program, act *activation) (string, error) {
 // names, in request order: policy can only narrow a request, never widen
 // it. A request without scopes has nothing to narrow (nil).
 func narrow(p *program, act *activation, requested []string) ([]string, error) {
+	if p.narrow != nil {
+		return p.narrow(act, requested), nil
+	}
 	out, err := p.eval(act)
 	if err != nil {
 		return nil, err
 	}
-	native, err := out.ConvertToNative(stringSliceType)
-	if err != nil {
+	// Reading the CEL list in place, rather than converting it to a
+	// []string, keeps a decision's allocations down.
+	list, ok := out.(traits.Lister)
+	if !ok {
 		return nil, fmt.Errorf("got %s, want list(string)", out.Type().TypeName())
+	}
+	size, _ := list.Size().(types.Int)
+	for i := range size {
+		if e := list.Get(i); e.Type() != types.StringType {
+			return nil, fmt.Errorf("got a list holding %s, want list(string)", e.Type().TypeName())
+		}
 	}
 	if len(requested) == 0 {
 		return nil, nil
 	}
-	allowed := native.([]string)
-	contains := func(s string) bool { return slices.Contains(allowed, s) }
-	if len(allowed) > 32 { // a set only pays off for long lists
-		set := make(map[string]bool, len(allowed))
-		for _, s := range allowed {
-			set[s] = true
+	contains := func(s string) bool {
+		for i := range size {
+			if list.Get(i).(types.String) == types.String(s) {
+				return true
+			}
+		}
+		return false
+	}
+	if size > 32 { // a set only pays off for long lists
+		set := make(map[string]bool, size)
+		for i := range size {
+			set[string(list.Get(i).(types.String))] = true
 		}
 		contains = func(s string) bool { return set[s] }
 	}

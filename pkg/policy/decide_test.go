@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	_ "time/tzdata" // the zones below, on hosts without a zone database
@@ -48,6 +49,7 @@ func mustLocation(t testing.TB, name string) *time.Location {
 func TestDecide_FirstMatchingRuleDecides(t *testing.T) {
 	set := mustCompile(t,
 		"  - {name: low-rep, when: 'subject.reputation < 300', effect: deny, reason: too low}",
+		"  - {name: hourly-limit, when: 'usage.last_hour >= 10', effect: deny, rate_limit: true}",
 		"  - {name: deletes, when: 'request.action == \"delete\"', effect: require_approval, critical: true}",
 		"  - {name: deploys, when: 'request.action == \"deploy\"', effect: allow, max_ttl: 10m}",
 		"  - {name: deploys-shadowed, when: 'request.action == \"deploy\"', effect: deny}",
@@ -59,6 +61,8 @@ func TestDecide_FirstMatchingRuleDecides(t *testing.T) {
 	}{
 		{"earlier rule wins over later ones", func(in *Input) { in.Subject.Reputation = 100 },
 			Decision{Effect: Deny, Rule: "low-rep", Reason: "too low"}},
+		{"a rate-limit rule marks its denial", func(in *Input) { in.Usage.LastHour = 10 },
+			Decision{Effect: Deny, Rule: "hourly-limit", Reason: "denied by policy rule hourly-limit", RateLimited: true}},
 		{"require approval, critical", func(in *Input) { in.Request.Action = "delete" },
 			Decision{Effect: RequireApproval, Rule: "deletes", Reason: "policy rule deletes requires human approval", Critical: true}},
 		{"allow with a TTL cap; the shadowed rule never runs", func(*Input) {},
@@ -343,4 +347,35 @@ func TestActivation_ResolvesEveryDeclaredVariable(t *testing.T) {
 	if got := variableID("subject"); got != -1 {
 		t.Errorf("variableID(subject) = %d, want -1", got)
 	}
+}
+
+// TestDecide_ConcurrentDecisionsKeepTheirOwnInput guards the pooled
+// activations: decisions running at once never see each other's input.
+func TestDecide_ConcurrentDecisionsKeepTheirOwnInput(t *testing.T) {
+	set := mustCompile(t,
+		"  - name: mine",
+		"    when: request.scopes.exists(s, s == subject.purpose) && time.hour == usage.active",
+		"    effect: allow",
+		"    scopes: request.scopes.filter(s, s == subject.purpose)",
+		"    reason_expr: subject.owner")
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				in := baseInput()
+				own := fmt.Sprintf("scope-%d-%d", g, i)
+				in.Subject.Purpose, in.Subject.Owner = own, own
+				in.Request.Scopes = []string{"other", own}
+				in.Now = time.Date(2026, 12, 4, g, 0, 0, 0, time.UTC)
+				in.Usage.Active = g
+				got, err := set.Decide(in, nil)
+				want := Decision{Effect: Allow, Rule: "mine", Reason: own, Scopes: []string{own}}
+				if diff := cmp.Diff(want, got); err != nil || diff != "" {
+					t.Errorf("goroutine %d, decision %d: %v (-want +got):\n%s", g, i, err, diff)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

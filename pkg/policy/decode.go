@@ -31,6 +31,7 @@ type ruleDoc struct {
 	MaxTTL     string `yaml:"max_ttl"`
 	Scopes     string `yaml:"scopes"`
 	Critical   bool   `yaml:"critical"`
+	RateLimit  bool   `yaml:"rate_limit"`
 }
 
 // parsedFile is a policy file that passed the strict YAML decoding, with

@@ -3,14 +3,12 @@ package policy
 import (
 	"fmt"
 	"sync"
-	"time"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
-	"cel.dev/cel-go/interpreter"
 )
 
 // Limits on policies and their input. The cost estimator relies on the
@@ -79,10 +77,10 @@ var variables = []variable{
 		return types.DefaultTypeAdapter.NativeToValue(a.details)
 	}},
 	{"time.now", cel.TimestampType, nil, func(a *activation) ref.Val { return types.Timestamp{Time: a.in.Now} }},
-	{"time.hour", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.local.Hour()) }},
-	{"time.minute", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.local.Minute()) }},
-	{"time.weekday", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.local.Weekday()) }},
-	{"time.date", cel.StringType, dateSize, func(a *activation) ref.Val { return types.String(a.local.Format(time.DateOnly)) }},
+	{"time.hour", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.hour) }},
+	{"time.minute", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.minute) }},
+	{"time.weekday", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.weekday) }},
+	{"time.date", cel.StringType, dateSize, func(a *activation) ref.Val { return types.String(a.date()) }},
 	{"time.zone", cel.StringType, stringSize, func(a *activation) ref.Val { return types.String(a.local.Location().String()) }},
 	{"usage.last_minute", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.in.Usage.LastMinute) }},
 	{"usage.last_hour", cel.IntType, nil, func(a *activation) ref.Val { return types.Int(a.in.Usage.LastHour) }},
@@ -238,6 +236,12 @@ type program struct {
 	// tracked is true when the static estimate could not bound the cost,
 	// so the cost is tracked (and limited) while evaluating.
 	tracked bool
+	// native computes a bool expression of the native subset (see
+	// native.go) without CEL's interpreter; nil for other expressions.
+	native boolFn
+	// narrow narrows the requested scopes by a scopes expression of the
+	// native subset; nil for other expressions.
+	narrow narrowFn
 }
 
 // compileExpr parses, type-checks and plans src, which must produce kind.
@@ -256,16 +260,33 @@ func compileExpr(env *cel.Env, src string, kind outputKind) (*program, []*cel.Er
 	if tracked {
 		opts = append(opts, cel.CostLimit(costLimit))
 	}
+	p := &program{tracked: tracked}
+	switch {
+	case tracked:
+	case kind == outputBool:
+		p.native = compileNative(ast.NativeRep())
+	case kind == outputStringList:
+		p.narrow = compileNativeFilter(ast.NativeRep())
+	}
 	prg, err := env.Program(ast, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("plan: %w", err)
 	}
-	return &program{prg: prg, tracked: tracked}, nil, nil
+	p.prg = prg
+	return p, nil, nil
 }
 
 // eval runs the program; a CEL error value becomes an error.
-func (p *program) eval(act interpreter.Activation) (ref.Val, error) {
-	out, _, err := p.prg.Eval(act)
+func (p *program) eval(act *activation) (ref.Val, error) {
+	var input any = act
+	if !p.tracked {
+		frame, err := act.frame()
+		if err != nil {
+			return nil, err
+		}
+		input = frame
+	}
+	out, _, err := p.prg.Eval(input)
 	if err != nil {
 		return nil, err
 	}

@@ -68,7 +68,7 @@ func TestExamples_BehaveAsDescribed(t *testing.T) {
 			Decision{Effect: Allow, Rule: "payments", Reason: "allowed by policy rule payments",
 				MaxTTL: 5 * time.Minute, Scopes: []string{"payments:initiate"}}},
 		{"the 11th payment in an hour is denied", payment(10),
-			Decision{Effect: Deny, Rule: "payments-rate-limit",
+			Decision{Effect: Deny, Rule: "payments-rate-limit", RateLimited: true,
 				Reason: "payment limit reached: 10 payments in the last hour, at most 10 are allowed"}},
 		{"below reputation 300, read scopes are granted and the rest dropped", lowRep("repo:read", "repo:write"),
 			Decision{Effect: Allow, Rule: "low-reputation-read-only", Reason: "reputation 250 is below 300: read-only access",

@@ -7,7 +7,10 @@
 // parsed, type-checked and planned once, when the policy is loaded, so a
 // typo such as `request.scope` is a load error naming the file, line and
 // column; evaluation is then a walk over prepared programs whose cost is
-// bounded. Anything that goes wrong while deciding denies (fail closed).
+// bounded, or, for conditions in the common subset of CEL that cannot fail
+// (native.go), a call of Go closures built from them that computes the
+// same answers. Anything that goes wrong while deciding denies (fail
+// closed).
 //
 // The package knows nothing of stores, tokens or scope ceilings: the server
 // gathers the Input, calls Decide, and intersects the Decision's scopes with
