@@ -229,23 +229,11 @@ func (s *Service) input(ctx context.Context, req Request, details []any, score i
 // usage counts the subject's grants of the last minute, hour and day, and
 // its ACTIVE grants that have not expired.
 func (s *Service) usage(ctx context.Context, spiffeID string, now time.Time) (policy.Usage, error) {
-	var u policy.Usage
-	for _, c := range []struct {
-		n   *int
-		ago time.Duration
-	}{{&u.LastMinute, time.Minute}, {&u.LastHour, time.Hour}, {&u.LastDay, 24 * time.Hour}} {
-		n, err := s.store.CountGrants(ctx, spiffeID, now.Add(-c.ago))
-		if err != nil {
-			return u, fmt.Errorf("count grants: %w", err)
-		}
-		*c.n = n
-	}
-	active, err := s.store.CountActiveGrants(ctx, spiffeID, now)
+	u, err := s.store.GrantUsage(ctx, spiffeID, now)
 	if err != nil {
-		return u, fmt.Errorf("count active grants: %w", err)
+		return policy.Usage{}, fmt.Errorf("count grants: %w", err)
 	}
-	u.Active = active
-	return u, nil
+	return policy.Usage{LastMinute: u.LastMinute, LastHour: u.LastHour, LastDay: u.LastDay, Active: u.Active}, nil
 }
 
 // intersect returns the scopes of a that are also in b, in a's order.

@@ -157,18 +157,9 @@ func (s *Store) CountGrants(ctx context.Context, spiffeID string, since time.Tim
 	if spiffeID == "" {
 		return 0, fmt.Errorf("count grants: spiffe_id is empty: %w", store.ErrInvalidArgument)
 	}
-	from := max(since.Unix(), 0)
 	var n int
 	err := s.view(ctx, "count grants", func(tx *bbolt.Tx) error {
-		prefix := appendField(nil, spiffeID)
-		start := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(from))
-		c := tx.Bucket(bucketGrantBySPIFFE).Cursor()
-		for k, _ := c.Seek(start); hasPrefix(k, prefix); k, _ = c.Next() {
-			if n++; n%ctxCheckEvery == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		return nil
+		return scanCreatedSince(ctx, tx, spiffeID, since.Unix(), func(int64) { n++ })
 	})
 	if err != nil {
 		return 0, err
@@ -182,21 +173,79 @@ func (s *Store) CountActiveGrants(ctx context.Context, spiffeID string, at time.
 	if spiffeID == "" {
 		return 0, fmt.Errorf("count active grants: spiffe_id is empty: %w", store.ErrInvalidArgument)
 	}
-	after := max(at.Unix()+1, 0)
 	var n int
 	err := s.view(ctx, "count active grants", func(tx *bbolt.Tx) error {
-		prefix := appendField(nil, spiffeID)
-		start := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(after))
-		c := tx.Bucket(bucketGrantActive).Cursor()
-		for k, _ := c.Seek(start); hasPrefix(k, prefix); k, _ = c.Next() {
-			if n++; n%ctxCheckEvery == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		return nil
+		var err error
+		n, err = countActive(ctx, tx, spiffeID, at)
+		return err
 	})
 	if err != nil {
 		return 0, err
+	}
+	return n, nil
+}
+
+// GrantUsage reads the usage counters in one read transaction: one pass
+// over the subject's grants of the last day, which also counts those of
+// the last hour and minute, and one over its live ACTIVE grants.
+func (s *Store) GrantUsage(ctx context.Context, spiffeID string, now time.Time) (store.GrantUsage, error) {
+	if spiffeID == "" {
+		return store.GrantUsage{}, fmt.Errorf("grant usage: spiffe_id is empty: %w", store.ErrInvalidArgument)
+	}
+	hour, minute := now.Add(-time.Hour).Unix(), now.Add(-time.Minute).Unix()
+	var u store.GrantUsage
+	err := s.view(ctx, "grant usage", func(tx *bbolt.Tx) error {
+		err := scanCreatedSince(ctx, tx, spiffeID, now.Add(-24*time.Hour).Unix(), func(created int64) {
+			u.LastDay++
+			if created >= hour {
+				u.LastHour++
+			}
+			if created >= minute {
+				u.LastMinute++
+			}
+		})
+		if err != nil {
+			return err
+		}
+		u.Active, err = countActive(ctx, tx, spiffeID, now)
+		return err
+	})
+	if err != nil {
+		return store.GrantUsage{}, err
+	}
+	return u, nil
+}
+
+// scanCreatedSince calls fn with the created_at of each of spiffeID's
+// grants created at or after since (in seconds), oldest first, from the
+// index keys alone.
+func scanCreatedSince(ctx context.Context, tx *bbolt.Tx, spiffeID string, since int64, fn func(created int64)) error {
+	prefix := appendField(nil, spiffeID)
+	start := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(max(since, 0)))
+	c := tx.Bucket(bucketGrantBySPIFFE).Cursor()
+	n := 0
+	for k, _ := c.Seek(start); hasPrefix(k, prefix); k, _ = c.Next() {
+		if n++; n%ctxCheckEvery == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if len(k) < len(prefix)+8 {
+			return errors.New("corrupt grant index row")
+		}
+		fn(int64(binary.BigEndian.Uint64(k[len(prefix):])))
+	}
+	return nil
+}
+
+// countActive counts spiffeID's ACTIVE grants that expire after at.
+func countActive(ctx context.Context, tx *bbolt.Tx, spiffeID string, at time.Time) (int, error) {
+	prefix := appendField(nil, spiffeID)
+	start := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(max(at.Unix()+1, 0)))
+	c := tx.Bucket(bucketGrantActive).Cursor()
+	n := 0
+	for k, _ := c.Seek(start); hasPrefix(k, prefix); k, _ = c.Next() {
+		if n++; n%ctxCheckEvery == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
 	}
 	return n, nil
 }
@@ -214,6 +263,7 @@ func (s *Store) PruneGrants(ctx context.Context, endedBefore time.Time) (int, er
 	}
 	var n int
 	err := s.update(ctx, "prune grants", func(w *writeTx) error {
+		n = 0 // a write may run again (see update)
 		end := binary.BigEndian.AppendUint64(nil, uint64(cutoff))
 		grants := w.bucket(bucketGrants)
 		c := w.bucket(bucketGrantByEnd).Cursor()

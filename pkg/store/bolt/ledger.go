@@ -85,6 +85,7 @@ func (s *Store) PruneIssued(ctx context.Context, expiredBefore time.Time) (int, 
 	}
 	var n int
 	err := s.update(ctx, "prune issued", func(w *writeTx) error {
+		n = 0 // a write may run again (see update)
 		rows := w.bucket(bucketLedger)
 		end := binary.BigEndian.AppendUint64(nil, uint64(cutoff))
 		c := w.bucket(bucketLedgerByExp).Cursor()

@@ -72,6 +72,13 @@ type Store struct {
 	closed   atomic.Bool
 	done     chan struct{}
 	wg       sync.WaitGroup
+
+	// qmu guards the writes waiting for a commit and whether one of their
+	// callers is committing (leading) them; see commit.
+	qmu     sync.Mutex
+	queue   []*writeReq
+	leading bool
+	commits atomic.Int64 // for tests
 }
 
 // withDefaults checks o and fills in the defaults.
@@ -104,6 +111,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// The freelist stays synced (NoFreelistSync off, unlike etcd): without
+	// it bbolt rebuilds the freelist by scanning the whole file on every
+	// rolled-back write transaction, and a write whose fn fails rolls back.
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout:         opts.OpenTimeout,
 		FreelistType:    bbolt.FreelistMapType,
@@ -208,41 +218,31 @@ func (s *Store) view(ctx context.Context, op string, fn func(tx *bbolt.Tx) error
 	return nil
 }
 
-// update runs fn in one write transaction and, once it has committed,
+// update runs fn in a write transaction and, once it has committed,
 // publishes the events fn recorded. fn must not keep references to the
-// writer after returning.
+// writer after returning. Writes that arrive while a commit is in progress
+// share the next one (see commitQueued), and when one of them fails they
+// all run again alone: fn may run more than once, so it must set, never
+// accumulate into, variables outside it.
 func (s *Store) update(ctx context.Context, op string, fn func(w *writeTx) error) error {
 	if err := s.check(ctx, op); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Load() {
-		return fmt.Errorf("%s: %w", op, store.ErrClosed)
+	r := &writeReq{ctx: ctx, fn: fn, wake: make(chan struct{})}
+	s.qmu.Lock()
+	s.queue = append(s.queue, r)
+	lead := !s.leading
+	s.leading = true
+	s.qmu.Unlock()
+	if !lead {
+		<-r.wake
 	}
-	var events []store.Event
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		w, err := newWriteTx(tx)
-		if err != nil {
-			return err
-		}
-		if err := fn(w); err != nil {
-			return err
-		}
-		if err := w.finish(); err != nil {
-			return err
-		}
-		// A caller that gave up must not find its write committed later.
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		events = w.events
-		return nil
-	})
-	if err != nil {
-		return s.wrap(op, err)
+	if lead || r.lead {
+		s.commitQueued()
 	}
-	s.publishLocked(events)
+	if r.err != nil {
+		return s.wrap(op, r.err)
+	}
 	return nil
 }
 

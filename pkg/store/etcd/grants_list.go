@@ -172,6 +172,39 @@ func (s *Store) CountActiveGrants(ctx context.Context, spiffeID string, at time.
 	return int(resp.Count), nil
 }
 
+// GrantUsage reads the four usage counters in one read-only transaction:
+// one round trip, and counts from one snapshot.
+func (s *Store) GrantUsage(ctx context.Context, spiffeID string, now time.Time) (store.GrantUsage, error) {
+	const op = "grant usage"
+	if spiffeID == "" {
+		return store.GrantUsage{}, fmt.Errorf("%s: spiffe_id is empty: %w", op, store.ErrInvalidArgument)
+	}
+	created := s.keys.under(prefixGrantBySPIFFE) + field(spiffeID)
+	since := func(d time.Duration) clientv3.Op {
+		// As in CountGrants: order keys start with the complement of
+		// created_at, so the grants created at or after a time sort first.
+		end := prefixEnd(created)
+		if from := max(now.Add(-d).Unix(), 0); from > 0 {
+			end = created + string(binary.BigEndian.AppendUint64(nil, math.MaxUint64-uint64(from)+1))
+		}
+		return clientv3.OpGet(created, clientv3.WithRange(end), clientv3.WithCountOnly())
+	}
+	active := s.keys.under(prefixGrantActive) + field(spiffeID)
+	liveFrom := active + string(binary.BigEndian.AppendUint64(nil, uint64(max(now.Unix()+1, 0))))
+	resp, err := s.txn(ctx, op, nil, []clientv3.Op{
+		since(time.Minute), since(time.Hour), since(24 * time.Hour),
+		clientv3.OpGet(liveFrom, clientv3.WithRange(prefixEnd(active)), clientv3.WithCountOnly()),
+	}, nil)
+	if err != nil {
+		return store.GrantUsage{}, err
+	}
+	if len(resp.Responses) != 4 {
+		return store.GrantUsage{}, fmt.Errorf("%s: etcd answered %d of 4 counts", op, len(resp.Responses))
+	}
+	count := func(i int) int { return int(resp.Responses[i].GetResponseRange().GetCount()) }
+	return store.GrantUsage{LastMinute: count(0), LastHour: count(1), LastDay: count(2), Active: count(3)}, nil
+}
+
 // PruneGrants drops grants whose end (ended_at, else expires_at) is before
 // endedBefore and returns how many it dropped. Pruning is not an event. A
 // grant updated while the prune runs is kept until the next one.

@@ -20,6 +20,7 @@ var grantListTests = []suiteTest{
 	{"ListRefusesBadPageArguments", testListGrantsBadPage},
 	{"CountCountsGrantsCreatedSince", testCountGrants},
 	{"CountActiveCountsLiveActiveGrants", testCountActiveGrants},
+	{"UsageReadsEveryCounterAtOnce", testGrantUsage},
 	{"PruneDropsGrantsThatEndedOrExpired", testPruneGrants},
 	{"WatchGrantsDeliversGrantChangesOnly", testWatchGrants},
 }
