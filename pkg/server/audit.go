@@ -75,7 +75,7 @@ func (s *Server) buildAudit(c *components) error {
 	l, err := auditlog.New(auditlog.Config{
 		Store: c.store, KeyFile: filepath.Join(s.cfg.DataDir, auditKeyFile), Server: agentid.Server(s.cfg.TrustDomain).String(),
 		CheckpointEvery: a.CheckpointEvery, CheckpointInterval: a.CheckpointInterval, Buffer: a.Buffer,
-		StopTimeout: s.cfg.ShutdownTimeout, Sink: run.sink,
+		StopTimeout: auditStopTimeout(s.cfg.ShutdownTimeout), Sink: run.sink,
 		Log: s.log.With(telemetry.Component, "audit"), Metrics: s.cfg.Metrics, Clock: s.cfg.Clock,
 	})
 	if err != nil {
@@ -133,4 +133,13 @@ func (s *Server) stopAudit(c *components) {
 			s.log.Warn("close audit sink", telemetry.Error, err.Error())
 		}
 	}
+}
+
+// auditStopTimeout bounds the final audit flush: a third of the shutdown
+// timeout (at least a second), so that a store that cannot be written (an
+// etcd without quorum) does not hold the process past the shutdown
+// timeout its supervisor expects; what could not be written is counted
+// and logged as lost.
+func auditStopTimeout(shutdown time.Duration) time.Duration {
+	return max(shutdown/3, time.Second)
 }
