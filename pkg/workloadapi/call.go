@@ -60,6 +60,8 @@ type call struct {
 
 	sels selector.Set
 	proc *peercred.Process
+	// wantID is the SPIFFE ID the caller named, if any (refused.go).
+	wantID string
 }
 
 func (h *Handler) begin(ctx context.Context, method string, stream bool) *call {
@@ -114,6 +116,7 @@ func (c *call) end(err error) error {
 	st := c.status(err)
 	c.h.metrics.requests.WithLabelValues(c.method, st.Code().String()).Inc()
 	c.logEnd(st, err)
+	c.reportRefusal(err)
 	if err == nil {
 		return nil
 	}

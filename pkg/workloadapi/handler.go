@@ -32,6 +32,10 @@ type Config struct {
 	Log *slog.Logger
 	// Metrics, if set, receives the nhid_workloadapi_* metrics.
 	Metrics prometheus.Registerer
+	// OnRefused, if set, is told of every request refused after its
+	// caller was attested (refused.go). It runs on the request's path
+	// and must not block.
+	OnRefused func(Refusal)
 }
 
 // Handler implements the SPIFFE Workload API. The WIT-SVID profile is not
@@ -44,6 +48,8 @@ type Handler struct {
 	log      *slog.Logger
 	metrics  *metrics
 	keys     *keyCache
+
+	onRefused func(Refusal)
 }
 
 var _ workload.SpiffeWorkloadAPIServer = (*Handler)(nil)
@@ -66,6 +72,8 @@ func New(cfg Config) (*Handler, error) {
 		log:      log.With(telemetry.Component, "workloadapi"),
 		metrics:  newMetrics(cfg.Metrics),
 		keys:     newKeyCache(),
+
+		onRefused: cfg.OnRefused,
 	}, nil
 }
 

@@ -28,6 +28,7 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 		if want, err = spiffeid.FromString(req.GetSpiffeId()); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id: %v", err)
 		}
+		c.wantID = want.String()
 	}
 	if err := c.attest(); err != nil {
 		return nil, err
