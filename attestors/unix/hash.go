@@ -10,7 +10,8 @@ import (
 	"io"
 	"os"
 	"sync"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // hashChunk is how much is hashed between context checks.
@@ -33,20 +34,30 @@ func (k fileKey) String() string {
 	return fmt.Sprintf("%d:%d:%d:%d.%d:%d.%d", k.dev, k.ino, k.size, k.mtimeSec, k.mtimeNsec, k.ctimeSec, k.ctimeNsec)
 }
 
-func keyOf(f *os.File) (fileKey, error) {
-	fi, err := f.Stat()
+// fileKeyOf identifies the open file f.
+func fileKeyOf(f *os.File) (fileKey, error) {
+	raw, err := f.SyscallConn()
 	if err != nil {
 		return fileKey{}, fmt.Errorf("stat executable: %w", err)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileKey{}, errors.New("stat executable: no stat_t")
+	var st unix.Stat_t
+	var statErr error
+	if err := raw.Control(func(fd uintptr) { statErr = unix.Fstat(int(fd), &st) }); err != nil {
+		return fileKey{}, fmt.Errorf("stat executable: %w", err)
 	}
+	if statErr != nil {
+		return fileKey{}, fmt.Errorf("stat executable: %w", statErr)
+	}
+	return keyOf(&st), nil
+}
+
+// keyOf identifies the file st describes.
+func keyOf(st *unix.Stat_t) fileKey {
 	return fileKey{
-		dev: st.Dev, ino: st.Ino, size: st.Size,
-		mtimeSec: st.Mtim.Sec, mtimeNsec: st.Mtim.Nsec,
-		ctimeSec: st.Ctim.Sec, ctimeNsec: st.Ctim.Nsec,
-	}, nil
+		dev: uint64(st.Dev), ino: uint64(st.Ino), size: int64(st.Size),
+		mtimeSec: int64(st.Mtim.Sec), mtimeNsec: int64(st.Mtim.Nsec),
+		ctimeSec: int64(st.Ctim.Sec), ctimeNsec: int64(st.Ctim.Nsec),
+	}
 }
 
 // hashCache is a bounded LRU from file identity to hex SHA-256.

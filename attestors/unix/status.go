@@ -1,12 +1,14 @@
 package unix
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
-	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // procStatus is what the attestor needs from /proc/<pid>/status.
@@ -23,6 +25,62 @@ const maxGroups = 65536
 // maxStatusLine fits a Groups: line with maxGroups ten-digit ids.
 const maxStatusLine = 16 + maxGroups*11
 
+// maxStatusSize bounds the whole status file: its other lines are short.
+const maxStatusSize = maxStatusLine + 64<<10
+
+// statusBufSize holds a typical status file (about 1.5 KiB) in one read.
+const statusBufSize = 4 << 10
+
+// statusBufs recycles read buffers: a status file is read on every
+// attestation and parsed at once, so nothing needs to keep it.
+var statusBufs = sync.Pool{New: func() any { b := make([]byte, statusBufSize); return &b }}
+
+// readSmallFile reads the whole file at path into buf, or into a larger
+// buffer of at most limit bytes if buf is too small; a longer file is an
+// error.
+func readSmallFile(path string, buf []byte, limit int) ([]byte, error) {
+	fd, err := openReadOnly(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	n := 0
+	for {
+		if n == len(buf) {
+			if n >= limit {
+				return nil, fmt.Errorf("read %s: longer than %d bytes", path, limit)
+			}
+			bigger := make([]byte, min(max(2*n, statusBufSize), limit))
+			buf = bigger[:copy(bigger, buf)]
+			buf = buf[:cap(buf)]
+		}
+		m, err := unix.Read(fd, buf[n:])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		case m == 0:
+			return buf[:n], nil
+		}
+		n += m
+	}
+}
+
+// openReadOnly opens path for reading, close-on-exec.
+func openReadOnly(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
 // parseStatus reads the Uid:, Gid: and Groups: lines of a status file. The
 // Uid and Gid lines hold real, effective, saved and filesystem ids; the
 // effective one decides what the process may do, so that is what counts.
@@ -31,20 +89,27 @@ func parseStatus(data []byte) (procStatus, error) {
 		st                           procStatus
 		haveUID, haveGID, haveGroups bool
 	)
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), maxStatusLine)
-	for sc.Scan() {
-		key, rest, ok := strings.Cut(sc.Text(), ":")
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(line) > maxStatusLine {
+			return procStatus{}, fmt.Errorf("status: line of %d bytes, more than %d", len(line), maxStatusLine)
+		}
+		key, rest, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			continue
 		}
 		var err error
-		switch key {
+		switch string(key) { // no allocation: the compiler compares in place
 		case "Uid":
-			st.uid, err = effectiveID(key, rest)
+			st.uid, err = effectiveID("Uid", rest)
 			haveUID = true
 		case "Gid":
-			st.gid, err = effectiveID(key, rest)
+			st.gid, err = effectiveID("Gid", rest)
 			haveGID = true
 		case "Groups":
 			st.groups, err = parseGroups(rest)
@@ -55,8 +120,6 @@ func parseStatus(data []byte) (procStatus, error) {
 		}
 	}
 	switch {
-	case sc.Err() != nil:
-		return procStatus{}, fmt.Errorf("scan status: %w", sc.Err())
 	case !haveUID:
 		return procStatus{}, errors.New("status: no Uid line")
 	case !haveGID:
@@ -67,10 +130,17 @@ func parseStatus(data []byte) (procStatus, error) {
 	return st, nil
 }
 
-func effectiveID(key, rest string) (uint32, error) {
-	f := strings.Fields(rest)
-	if len(f) != 4 {
-		return 0, fmt.Errorf("status %s: want 4 ids, got %d", key, len(f))
+func effectiveID(key string, rest []byte) (uint32, error) {
+	var f [4][]byte
+	n := 0
+	for field := range bytes.FieldsSeq(rest) {
+		if n < len(f) {
+			f[n] = field
+		}
+		n++
+	}
+	if n != len(f) {
+		return 0, fmt.Errorf("status %s: want 4 ids, got %d", key, n)
 	}
 	id, err := parseID(f[1])
 	if err != nil {
@@ -79,26 +149,42 @@ func effectiveID(key, rest string) (uint32, error) {
 	return id, nil
 }
 
-func parseGroups(rest string) ([]uint32, error) {
-	f := strings.Fields(rest)
-	if len(f) > maxGroups {
-		return nil, fmt.Errorf("status Groups: %d groups, more than %d", len(f), maxGroups)
+func parseGroups(rest []byte) ([]uint32, error) {
+	n := 0
+	for range bytes.FieldsSeq(rest) {
+		n++
 	}
-	groups := make([]uint32, 0, len(f))
-	for i, s := range f {
+	if n > maxGroups {
+		return nil, fmt.Errorf("status Groups: %d groups, more than %d", n, maxGroups)
+	}
+	groups := make([]uint32, 0, n)
+	for s := range bytes.FieldsSeq(rest) {
 		id, err := parseID(s)
 		if err != nil {
-			return nil, fmt.Errorf("status Groups[%d]: %w", i, err)
+			return nil, fmt.Errorf("status Groups[%d]: %w", len(groups), err)
 		}
 		groups = append(groups, id)
 	}
 	return groups, nil
 }
 
-func parseID(s string) (uint32, error) {
-	id, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
+// parseID parses a decimal id that fits in 32 bits, digits only.
+func parseID(s []byte) (uint32, error) {
+	if len(s) == 0 || len(s) > 10 {
+		return 0, fmt.Errorf("%q is not a numeric id", s)
+	}
+	var id uint64
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a numeric id", s)
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	if id > 1<<32-1 {
 		return 0, fmt.Errorf("%q is not a numeric id", s)
 	}
 	return uint32(id), nil
 }
+
+// formatID is the decimal form of an id, for selectors and name lookups.
+func formatID(id uint32) string { return strconv.FormatUint(uint64(id), 10) }

@@ -166,3 +166,46 @@ func TestAttest_NonPositivePIDIsAnError(t *testing.T) {
 		}
 	}
 }
+
+func TestReadStatus_SizeLimits(t *testing.T) {
+	groups := make([]byte, 0, 40000)
+	for i := range 4000 {
+		groups = append(groups, []byte(formatID(uint32(100000+i))+" ")...)
+	}
+	tests := []struct {
+		name       string
+		status     string
+		wantGroups int
+		wantErr    string
+	}{
+		{name: "fits the pooled buffer", status: statusTemplate, wantGroups: 3},
+		{
+			name:       "a Groups line longer than the pooled buffer",
+			status:     "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t" + string(groups) + "\n",
+			wantGroups: 4000,
+		},
+		{
+			name:    "a file over the limit",
+			status:  "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\n" + strings.Repeat("x", maxStatusSize),
+			wantErr: "longer than",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAttestor(t, Config{ProcRoot: fakeProc(t, "42", tt.status, "")})
+			st, err := a.readStatus(42)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("readStatus: %v", err)
+			}
+			if len(st.groups) != tt.wantGroups {
+				t.Errorf("groups = %d, want %d", len(st.groups), tt.wantGroups)
+			}
+		})
+	}
+}

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 
@@ -59,7 +58,8 @@ type Attestor struct {
 
 	// hash computes a hex SHA-256; a test seam to count and stall hashing.
 	hash func(ctx context.Context, r io.Reader) (string, error)
-	// lookupUser and lookupGroup resolve names; test seams over os/user.
+	// lookupUser and lookupGroup resolve names, through a nameCache over
+	// os/user; test seams.
 	lookupUser  func(uid string) (string, error)
 	lookupGroup func(gid string) (string, error)
 }
@@ -88,8 +88,8 @@ func New(cfg Config) (*Attestor, error) {
 		cache:       newHashCache(defaultCacheSize),
 		oversize:    newHashCache(defaultCacheSize),
 		hash:        sha256Stream,
-		lookupUser:  lookupUserName,
-		lookupGroup: lookupGroupName,
+		lookupUser:  newNameCache(passwdFile, lookupUserName).get,
+		lookupGroup: newNameCache(groupFile, lookupGroupName).get,
 	}, nil
 }
 
@@ -110,7 +110,7 @@ func (a *Attestor) Attest(ctx context.Context, pid int32) ([]selector.Selector, 
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{log: a.log.With(telemetry.PID, pid)}
+	b := &builder{base: a.log, pid: pid}
 	a.addIdentity(b, st)
 	if err := a.addExecutable(ctx, b, pid); err != nil {
 		return nil, err
@@ -122,8 +122,14 @@ func (a *Attestor) procPath(pid int32, name string) string {
 	return filepath.Join(a.procRoot, strconv.Itoa(int(pid)), name)
 }
 
+// readStatus reads /proc/<pid>/status with plain system calls into a
+// pooled buffer: os.ReadFile would stat the file (procfs reports size 0),
+// grow its buffer from 512 bytes and allocate an os.File, for what one
+// read(2) returns.
 func (a *Attestor) readStatus(pid int32) (procStatus, error) {
-	data, err := os.ReadFile(a.procPath(pid, "status"))
+	bp := statusBufs.Get().(*[]byte)
+	defer statusBufs.Put(bp) // parseStatus keeps nothing that points into it
+	data, err := readSmallFile(a.procPath(pid, "status"), *bp, maxStatusSize)
 	if err != nil {
 		return procStatus{}, fmt.Errorf("unix attestor: read status of pid %d: %w", pid, err)
 	}
@@ -136,8 +142,20 @@ func (a *Attestor) readStatus(pid int32) (procStatus, error) {
 
 // builder collects selectors for one attestation.
 type builder struct {
-	log  *slog.Logger
+	base *slog.Logger
+	pid  int32
+	with *slog.Logger // base with the pid, made on first use
 	sels []selector.Selector
+}
+
+// log is the attestation's logger. It is made only when something is
+// logged, which a normal attestation never does: slog's With formats its
+// attributes at once.
+func (b *builder) log() *slog.Logger {
+	if b.with == nil {
+		b.with = b.base.With(telemetry.PID, b.pid)
+	}
+	return b.with
 }
 
 // add appends a selector. A value that cannot form one (a path with a
@@ -147,15 +165,15 @@ type builder struct {
 func (b *builder) add(kind, value string) {
 	s, err := selector.New(Type, kind+":"+value)
 	if err != nil {
-		b.log.Warn("leaving out unrepresentable selector", "kind", kind, telemetry.Error, err)
+		b.log().Warn("leaving out unrepresentable selector", "kind", kind, telemetry.Error, err)
 		return
 	}
 	b.sels = append(b.sels, s)
 }
 
 func (a *Attestor) addIdentity(b *builder, st procStatus) {
-	uid := strconv.FormatUint(uint64(st.uid), 10)
-	gid := strconv.FormatUint(uint64(st.gid), 10)
+	uid := formatID(st.uid)
+	gid := formatID(st.gid)
 	b.add("uid", uid)
 	b.add("gid", gid)
 	if name, ok := a.resolve(a.lookupUser, "user", uid); ok {
@@ -165,7 +183,7 @@ func (a *Attestor) addIdentity(b *builder, st procStatus) {
 		b.add("group", name)
 	}
 	for _, g := range st.groups {
-		b.add("supplementary_gid", strconv.FormatUint(uint64(g), 10))
+		b.add("supplementary_gid", formatID(g))
 	}
 }
 

@@ -70,11 +70,11 @@ func newWorkloadGRPCServer(reg prometheus.Registerer, events *eventReporter) *gr
 	secUnary, secStream := workloadapi.SecurityHeaderInterceptors()
 	evUnary, evStream := events.interceptors()
 	gm := telemetry.NewGRPCMetrics(reg, "agent")
-	return grpc.NewServer(
+	return grpc.NewServer(append(workloadapi.ServerOptions(),
 		grpc.Creds(peercred.TransportCredentials()),
 		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor(), secUnary, evUnary),
 		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor(), secStream, evStream),
-	)
+	)...)
 }
 
 // stopWorkloadAPI ends every subscription and grant request, so that open

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ func identifyFD(fd int, noPeerPidfd bool) (*Process, error) {
 		pidfd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
 		switch {
 		case err == nil:
-			if err := setCloseOnExec(pidfd); err != nil {
+			if err := ensureCloseOnExec(pidfd); err != nil {
 				_ = unix.Close(pidfd)
 				return nil, err
 			}
@@ -84,6 +85,24 @@ func pinByPID(fd int, cred *unix.Ucred) (*Process, error) {
 		return nil, fmt.Errorf("peer credentials changed while pinning pid %d (now pid %d)", cred.Pid, again.Pid)
 	}
 	return newProcess(cred.Pid, cred.Uid, cred.Gid, pidfd), nil
+}
+
+// pidfdsComeCloseOnExec is set once a pidfd from SO_PEERPIDFD has been
+// seen to come close-on-exec, as Linux makes every pidfd: the kernel does
+// not change while we run, so later ones need no check (a system call per
+// connection).
+var pidfdsComeCloseOnExec atomic.Bool
+
+// ensureCloseOnExec makes sure a pidfd from SO_PEERPIDFD is close-on-exec.
+func ensureCloseOnExec(fd int) error {
+	if pidfdsComeCloseOnExec.Load() {
+		return nil
+	}
+	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC != 0 {
+		pidfdsComeCloseOnExec.Store(true)
+		return nil
+	}
+	return setCloseOnExec(fd)
 }
 
 // setCloseOnExec makes sure a pidfd the kernel handed over is not inherited

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -153,19 +154,31 @@ func (l *listener) Accept() (net.Conn, error) {
 			_ = uc.Close()
 			continue
 		}
-		return &conn{UnixConn: uc, proc: proc}, nil
+		return &conn{Conn: uc, uc: uc, proc: proc}, nil
 	}
 }
 
 // conn is an accepted connection and the process at its other end.
+//
+// It offers the *net.UnixConn only through net.Conn (and ReadOnReady): as a
+// syscall.Conn it would have gRPC read four socket options of every
+// connection, four system calls, for channelz to display options that mean
+// nothing on a Unix socket.
 type conn struct {
-	*net.UnixConn
+	net.Conn
+	uc   *net.UnixConn
 	proc *Process
+
+	// raw and rr serve ReadOnReady (readyread.go); only the goroutine
+	// reading the connection uses them. readyReads is set once it has.
+	raw        syscall.RawConn
+	rr         readyRead
+	readyReads atomic.Bool
 }
 
 // Close closes the connection and releases the peer's pidfd.
 func (c *conn) Close() error {
-	err := c.UnixConn.Close()
+	err := c.uc.Close()
 	if perr := c.proc.Close(); err == nil {
 		err = perr
 	}

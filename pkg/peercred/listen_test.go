@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 const waitTimeout = 10 * time.Second
@@ -315,5 +316,24 @@ func TestListen_ReapedPeerIsNeverAlive(t *testing.T) {
 		// The reaped peer was refused outright, which is also safe.
 	default:
 		t.Errorf("accepted unexpected peer pid %d (helper %d, self %d)", p.PID(), deadPID, os.Getpid())
+	}
+}
+
+func TestAccept_PidfdIsCloseOnExec(t *testing.T) {
+	for _, mode := range pinModes {
+		t.Run(mode.name, func(t *testing.T) {
+			l, path := listen(t, ListenConfig{noPeerPidfd: mode.noPeerPidfd})
+			for range 2 { // the first and a later one, after the kernel's habit is known
+				dial(t, path)
+				p := processOf(t, accept(t, l))
+				flags, err := unix.FcntlInt(uintptr(p.pidfd), unix.F_GETFD, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if flags&unix.FD_CLOEXEC == 0 {
+					t.Error("pidfd is inherited by child processes (no FD_CLOEXEC)")
+				}
+			}
+		})
 	}
 }

@@ -62,11 +62,11 @@ func startServer(t testing.TB, opts serverOptions) *testServer {
 		t.Fatalf("New: %v", err)
 	}
 	unary, stream := SecurityHeaderInterceptors()
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(ServerOptions(),
 		grpc.Creds(peercred.TransportCredentials()),
 		grpc.UnaryInterceptor(unary),
 		grpc.StreamInterceptor(stream),
-	)
+	)...)
 	h.Register(srv)
 	ts := &testServer{path: path, handler: h, registry: reg, accepted: make(chan struct{}, 4096)}
 	served := make(chan struct{})

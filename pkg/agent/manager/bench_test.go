@@ -53,3 +53,34 @@ func heapAlloc() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
 }
+
+// BenchmarkSubscribe_NewSubscriber measures the manager's share of a
+// workload connecting for one fetch: subscribe, first Update, close.
+// "idle_parsed" is the agent as configured; "parse_every_time" keeps no
+// idle SVID parsed (maxIdle 0), as the manager did before it kept them.
+func BenchmarkSubscribe_NewSubscriber(b *testing.B) {
+	for _, tt := range []struct {
+		name    string
+		maxIdle int
+	}{{"idle_parsed", maxIdleParsed}, {"parse_every_time", 0}} {
+		b.Run(tt.name, func(b *testing.B) {
+			f := newFixture(b, 0)
+			f.m.maxIdle = tt.maxIdle
+			e := workloadEntry(1)
+			f.srv.SetEntries(e)
+			f.m.ApplyEntries([]*typesv1.Entry{e}, nil)
+			for batch, _ := f.m.plan(); len(batch) > 0; batch, _ = f.m.plan() {
+				f.m.mintBatch(b.Context(), batch)
+			}
+			s := sels(1)
+			b.ReportAllocs()
+			for b.Loop() {
+				sub := f.m.Subscribe(s)
+				if u := <-sub.Updates(); len(u.Identities) != 1 {
+					b.Fatalf("%d identities, want 1", len(u.Identities))
+				}
+				sub.Close()
+			}
+		})
+	}
+}

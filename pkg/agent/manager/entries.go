@@ -112,6 +112,7 @@ func (m *Manager) installLocked(r *record, s *svid) {
 	m.seq++
 	s.seq = m.seq
 	r.svid = s
+	m.idleLocked(r)
 	if r.lru == nil {
 		r.lru = m.lru.PushFront(r)
 	} else {
@@ -121,6 +122,7 @@ func (m *Manager) installLocked(r *record, s *svid) {
 
 func (m *Manager) dropSVIDLocked(r *record) {
 	r.svid = nil
+	m.unidleLocked(r)
 	if r.lru != nil {
 		m.lru.Remove(r.lru)
 		r.lru = nil

@@ -46,6 +46,9 @@ const (
 	minBackoff = 500 * time.Millisecond
 	// minRotateGap is the least time between two mints of one SVID.
 	minRotateGap = 5 * time.Second
+	// maxIdleParsed bounds the SVIDs that keep their parsed form while no
+	// subscription holds them (see svid.parsed).
+	maxIdleParsed = 256
 )
 
 var _ workloadapi.Manager = (*Manager)(nil)
@@ -99,6 +102,8 @@ type Manager struct {
 	entries map[string]*record
 	index   index
 	lru     *list.List // of *record holding an SVID; front = most recently used
+	idle    *list.List // of unpinned *record whose SVID is parsed; front = most recently used
+	maxIdle int        // bound on idle; maxIdleParsed but in tests
 	bundle  *spiffebundle.Bundle
 	// bundleGen and seq number bundles and SVIDs for Update keys.
 	bundleGen uint64
@@ -154,6 +159,8 @@ func New(cfg Config) (*Manager, error) {
 		entries:   make(map[string]*record),
 		index:     make(index),
 		lru:       list.New(),
+		idle:      list.New(),
+		maxIdle:   maxIdleParsed,
 		subs:      make(map[*subscription]struct{}),
 		jwts:      make(map[string]jwtToken),
 		attempted: make(chan struct{}),

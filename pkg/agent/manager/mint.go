@@ -262,7 +262,9 @@ func (m *Manager) install(batch []*mintJob, results []*agentv1.X509SVIDResult) {
 		// lifetimes to a CA about to expire) would otherwise be minted
 		// again in a tight loop.
 		s.rotateAt = later(s.rotateAt, now.Add(minRotateGap))
-		if j.r.pins > 0 {
+		// A rotated SVID stays parsed if its predecessor was: held by
+		// a subscription, or served recently (idle).
+		if j.r.pins > 0 || j.r.idle != nil {
 			s.parsed = p
 		}
 		m.installLocked(j.r, s)

@@ -33,6 +33,9 @@ type record struct {
 	// pins counts open subscriptions that match the record: a pinned SVID
 	// is never dropped to honour the pre-mint bound.
 	pins int
+	// idle is the record's place in Manager.idle while its SVID keeps a
+	// parsed form that no subscription pins.
+	idle *list.Element
 	// demand is set when a workload needs the record's SVID and none is
 	// held; it is cleared by the next mint attempt, whatever its outcome.
 	demand  bool
@@ -53,9 +56,13 @@ type svid struct {
 	rotateAt  time.Time
 	// seq tells SVIDs apart in Update keys; set when installed.
 	seq uint64
-	// parsed is built when the SVID is first served and dropped when no
-	// subscription holds it any more: parsed certificates cost several
-	// times their DER, and most pre-minted SVIDs are never served.
+	// parsed is built when the SVID is first served. Once no subscription
+	// holds it, it stays among the manager's most recently served idle
+	// SVIDs (maxIdleParsed) and is dropped beyond them: parsed
+	// certificates cost several times their DER and most pre-minted SVIDs
+	// are never served, but a workload that connects anew for every fetch
+	// must not pay for parsing the chain and key (an EC scalar
+	// multiplication) every time.
 	parsed *parsedSVID
 }
 

@@ -42,9 +42,13 @@ func (m *Manager) Subscribe(sels selector.Set) workloadapi.Subscription {
 	m.mu.Lock()
 	m.subs[s] = struct{}{}
 	m.metrics.subs.Set(float64(len(m.subs)))
-	m.refreshLocked(s, m.clock.Now())
+	pending := m.refreshLocked(s, m.clock.Now())
 	m.mu.Unlock()
-	m.kick()
+	// Run plans over every entry under m.mu: it is woken only when this
+	// subscription waits for an SVID, not for every workload connecting.
+	if pending {
+		m.kick()
+	}
 	return s
 }
 
@@ -79,8 +83,9 @@ func (m *Manager) notifyLocked() {
 }
 
 // refreshLocked recomputes what s matches, pins it, asks for SVIDs that
-// are missing, and sends an Update if its content changed.
-func (m *Manager) refreshLocked(s *subscription, now time.Time) {
+// are missing, and sends an Update if its content changed. It reports
+// whether the Update waits for an SVID being minted or asked for.
+func (m *Manager) refreshLocked(s *subscription, now time.Time) bool {
 	recs := m.index.match(s.sels)
 	matched := make(map[*record]struct{}, len(recs))
 	ready := make([]*record, 0, len(recs))
@@ -88,7 +93,7 @@ func (m *Manager) refreshLocked(s *subscription, now time.Time) {
 	for _, r := range recs {
 		matched[r] = struct{}{}
 		if _, ok := s.matched[r]; !ok {
-			r.pins++
+			m.pinLocked(r)
 		}
 		if r.servable(now) {
 			ready = append(ready, r)
@@ -107,14 +112,14 @@ func (m *Manager) refreshLocked(s *subscription, now time.Time) {
 	// the identity would tell the workload it was withdrawn, and the
 	// Workload API would end its stream.
 	if m.bundle == nil || pending {
-		return
+		return pending
 	}
 	slices.SortFunc(ready, func(a, b *record) int { return strings.Compare(a.entry.GetId(), b.entry.GetId()) })
 	key := m.updateKey(ready)
 	if s.sent && key == s.key {
-		return
+		return false
 	}
-	u := m.buildUpdateLocked(ready, true)
+	u := m.buildUpdateLocked(ready)
 	select {
 	case <-s.ch: // a slow reader skips to the newest state
 	default:
@@ -123,6 +128,7 @@ func (m *Manager) refreshLocked(s *subscription, now time.Time) {
 	s.key, s.sent = key, true
 	m.metrics.updates.Inc()
 	m.metrics.x509Served.Add(float64(len(u.Identities)))
+	return false
 }
 
 // awaitMintLocked reports whether an SVID for r, which has none it may
@@ -139,10 +145,45 @@ func (m *Manager) awaitMintLocked(r *record, now time.Time) bool {
 	return true
 }
 
+func (m *Manager) pinLocked(r *record) {
+	r.pins++
+	m.unidleLocked(r)
+}
+
+// unpinLocked releases one subscription's hold on r. An SVID nobody holds
+// any more keeps its parsed form among the most recently served idle ones.
 func (m *Manager) unpinLocked(r *record) {
 	r.pins--
-	if r.pins == 0 && r.svid != nil {
-		r.svid.parsed = nil
+	if r.pins == 0 {
+		m.idleLocked(r)
+	}
+}
+
+// idleLocked records that r's parsed SVID, which no subscription pins, was
+// just used, and drops the parsed forms of the least recently used idle
+// SVIDs beyond the bound (maxIdleParsed).
+func (m *Manager) idleLocked(r *record) {
+	if r.pins > 0 || r.svid == nil || r.svid.parsed == nil {
+		m.unidleLocked(r)
+		return
+	}
+	if r.idle != nil {
+		m.idle.MoveToFront(r.idle)
+	} else {
+		r.idle = m.idle.PushFront(r)
+	}
+	for m.idle.Len() > m.maxIdle {
+		oldest := m.idle.Back().Value.(*record)
+		oldest.svid.parsed = nil
+		m.unidleLocked(oldest)
+	}
+}
+
+// unidleLocked takes r out of the idle set, if it is there.
+func (m *Manager) unidleLocked(r *record) {
+	if r.idle != nil {
+		m.idle.Remove(r.idle)
+		r.idle = nil
 	}
 }
 
@@ -163,9 +204,9 @@ func (m *Manager) updateKey(ready []*record) string {
 }
 
 // buildUpdateLocked turns ready records (ordered by id) into an Update,
-// marking their SVIDs as recently used. keep says whether parsed forms are
-// kept for the next Update.
-func (m *Manager) buildUpdateLocked(ready []*record, keep bool) *workloadapi.Update {
+// marking their SVIDs as recently used. Parsed forms are kept: pinned
+// ones for the subscriptions' next Updates, the others as idle.
+func (m *Manager) buildUpdateLocked(ready []*record) *workloadapi.Update {
 	u := &workloadapi.Update{Bundle: m.bundle, Identities: make([]workloadapi.Identity, 0, len(ready))}
 	for _, r := range ready {
 		p := r.svid.parsed
@@ -177,9 +218,10 @@ func (m *Manager) buildUpdateLocked(ready []*record, keep bool) *workloadapi.Upd
 				m.log.Error("held SVID does not parse", telemetry.EntryID, r.entry.GetId(), telemetry.Error, err)
 				continue
 			}
-			if keep {
-				r.svid.parsed = p
-			}
+			r.svid.parsed = p
+		}
+		if r.pins == 0 {
+			m.idleLocked(r)
 		}
 		m.lru.MoveToFront(r.lru)
 		u.Identities = append(u.Identities, workloadapi.Identity{
@@ -215,7 +257,7 @@ func (m *Manager) Current(sels selector.Set) *workloadapi.Update {
 		}
 		if !pending || time.Now().After(deadline) {
 			slices.SortFunc(ready, func(a, b *record) int { return strings.Compare(a.entry.GetId(), b.entry.GetId()) })
-			u := m.buildUpdateLocked(ready, false)
+			u := m.buildUpdateLocked(ready)
 			m.mu.Unlock()
 			return u
 		}
