@@ -16,6 +16,8 @@ const (
 	minCheckpointInterval = time.Second
 	maxCheckpointInterval = 24 * time.Hour
 	maxAuditBuffer        = 1_000_000
+	minAuditLinger        = time.Millisecond
+	maxAuditLinger        = time.Second
 )
 
 // auditSettings tune the audit trail (docs/audit.md); zero values take
@@ -30,6 +32,8 @@ type auditSettings struct {
 	Sink string `yaml:"sink"`
 	// Buffer is how many records may wait to be appended; 16384.
 	Buffer int `yaml:"buffer"`
+	// Linger is how long the writer gathers records before a commit; 10ms.
+	Linger string `yaml:"linger"`
 }
 
 // auditConfig converts the audit section.
@@ -38,6 +42,7 @@ func auditConfig(errs *config.Errors, path string, a auditSettings) server.Audit
 		CheckpointEvery:    a.CheckpointEvery,
 		CheckpointInterval: ttl(errs, config.Join(path, "checkpoint_interval"), a.CheckpointInterval, minCheckpointInterval, maxCheckpointInterval),
 		Buffer:             a.Buffer,
+		Linger:             ttl(errs, config.Join(path, "linger"), a.Linger, minAuditLinger, maxAuditLinger),
 	}
 	if a.CheckpointEvery < 0 || a.CheckpointEvery > maxCheckpointEvery {
 		errs.Addf(config.Join(path, "checkpoint_every"), "%d is outside 1 to %d (0 means 1000)", a.CheckpointEvery, maxCheckpointEvery)

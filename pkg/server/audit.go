@@ -28,6 +28,9 @@ type AuditConfig struct {
 	Sink string
 	// Buffer is how many records may wait to be appended; default 16384.
 	Buffer int
+	// Linger is how long the writer gathers records before it commits
+	// them; default 10ms (auditlog.Config.Linger).
+	Linger time.Duration
 }
 
 // auditKeyFile is where the checkpoint key lives under DataDir.
@@ -74,7 +77,7 @@ func (s *Server) buildAudit(c *components) error {
 	}
 	l, err := auditlog.New(auditlog.Config{
 		Store: c.store, KeyFile: filepath.Join(s.cfg.DataDir, auditKeyFile), Server: agentid.Server(s.cfg.TrustDomain).String(),
-		CheckpointEvery: a.CheckpointEvery, CheckpointInterval: a.CheckpointInterval, Buffer: a.Buffer,
+		CheckpointEvery: a.CheckpointEvery, CheckpointInterval: a.CheckpointInterval, Buffer: a.Buffer, Linger: a.Linger,
 		StopTimeout: auditStopTimeout(s.cfg.ShutdownTimeout), Sink: run.sink,
 		Log: s.log.With(telemetry.Component, "audit"), Metrics: s.cfg.Metrics, Clock: s.cfg.Clock,
 	})

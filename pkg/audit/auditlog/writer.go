@@ -48,8 +48,8 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 }
 
-// collect takes first and what else is queued, up to MaxBatch records and
-// about 1 MiB, stopping after a flush marker.
+// collect takes first and what else arrives within Linger of it, up to
+// MaxBatch records and about 1 MiB, stopping early at a flush marker.
 func (l *Log) collect(first item) (batch []item, markers []chan struct{}) {
 	size := 0
 	add := func(it item) bool {
@@ -64,13 +64,15 @@ func (l *Log) collect(first item) (batch []item, markers []chan struct{}) {
 	if !add(first) {
 		return batch, markers
 	}
+	linger := time.NewTimer(l.cfg.Linger)
+	defer linger.Stop()
 	for {
 		select {
 		case it := <-l.ch:
 			if !add(it) {
 				return batch, markers
 			}
-		default:
+		case <-linger.C:
 			return batch, markers
 		}
 	}
