@@ -18,7 +18,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/nhid/nhid/pkg/agent/atomicfile"
+	"github.com/nhid/nhid/pkg/atomicfile"
 )
 
 // FileName is the agent SVID file in the data directory: the private key

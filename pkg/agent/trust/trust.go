@@ -17,7 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/nhid/nhid/pkg/agent/atomicfile"
+	"github.com/nhid/nhid/pkg/atomicfile"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nhid/nhid/pkg/atomicfile"
 	"github.com/nhid/nhid/pkg/svid"
 	"github.com/nhid/nhid/pkg/telemetry"
 )
@@ -39,7 +40,7 @@ func loadOrCreateKey(path string, log *slog.Logger) (key *ecdsa.PrivateKey, crea
 		if err != nil {
 			return nil, false, fmt.Errorf("audit key: %w", err)
 		}
-		if err := writeAtomic(path, pemBytes); err != nil {
+		if err := atomicfile.Write(path, pemBytes, keyFilePerm); err != nil {
 			return nil, false, fmt.Errorf("audit key: save %s: %w", path, err)
 		}
 		return key, true, nil
@@ -61,41 +62,4 @@ func loadOrCreateKey(path string, log *slog.Logger) (key *ecdsa.PrivateKey, crea
 		return nil, false, fmt.Errorf("audit key %s: is a %T, want an ECDSA P-256 key", path, signer)
 	}
 	return ec, false, nil
-}
-
-// writeAtomic replaces path with data (mode 0600): temp file, fsync,
-// rename, fsync of the directory.
-func writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(keyFilePerm); err != nil {
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

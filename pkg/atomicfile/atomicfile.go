@@ -1,4 +1,4 @@
-// Package atomicfile writes files so that a reader, or the agent after a
+// Package atomicfile writes files so that a reader, or the process after a
 // crash, finds either the old content or the new one, never a mix: the data
 // goes to a temporary file in the same directory, is synced, and replaces
 // the target by rename, after which the directory is synced too.
