@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nhid/nhid/pkg/grant"
-	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/telemetry"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
@@ -82,7 +81,7 @@ func (h *grantService) RevokeGrant(ctx context.Context, req *adminv1.RevokeGrant
 		return nil, err
 	}
 	ch.target = req.GetId()
-	g, err := h.s.grants.Revoke(ctx, req.GetId(), req.GetReason(), operator(ctx))
+	g, err := h.s.grants.Revoke(ctx, req.GetId(), req.GetReason(), callerName(ctx))
 	if err != nil {
 		return nil, h.s.grantError(ctx, err)
 	}
@@ -105,14 +104,6 @@ func checkGrantID(id string) error {
 		return status.Errorf(codes.InvalidArgument, "id: is %d bytes, at most %d allowed", len(id), maxGrantIDLen)
 	}
 	return nil
-}
-
-// operator names who made an admin call, for a grant's ended_by.
-func operator(ctx context.Context) string {
-	if p, ok := peercred.FromContext(ctx); ok {
-		return fmt.Sprintf("uid:%d", p.UID())
-	}
-	return "operator"
 }
 
 // grantError turns a grant failure into the status the operator gets.
