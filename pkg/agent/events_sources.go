@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nhid/nhid/pkg/agent/grants"
 	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/selector"
 	"github.com/nhid/nhid/pkg/workloadapi"
@@ -38,8 +39,8 @@ const (
 // apart by their message from those the server sends through, which the
 // server has already seen.
 const (
-	grantNoIdentity = "no identity issued"
-	grantNotHeld    = "is not one of the caller's identities"
+	grantNoIdentity = grants.NoIdentityMessage
+	grantNotHeld    = grants.NotHeldSuffix
 )
 
 var grantServicePrefix = "/" + grantv1.Grants_ServiceDesc.ServiceName + "/"

@@ -21,12 +21,20 @@ const (
 	methodList    = "List"
 )
 
-// noIdentityMessage is what a caller entitled to nothing learns, as on the
-// Workload API.
-const noIdentityMessage = "no identity issued"
+// Messages of the PermissionDenied refusals the Grant API decides itself,
+// exported so that the agent's event reporter tells them from the
+// server's answers it relays (which the server has already recorded).
+const (
+	// NoIdentityMessage is what a caller entitled to nothing learns, as on
+	// the Workload API.
+	NoIdentityMessage = "no identity issued"
+	// NotHeldSuffix ends the message to a caller that named a spiffe_id it
+	// does not hold.
+	NotHeldSuffix = " is not one of the caller's identities"
+)
 
 var (
-	errNoIdentity = &apiError{code: codes.PermissionDenied, msg: noIdentityMessage}
+	errNoIdentity = &apiError{code: codes.PermissionDenied, msg: NoIdentityMessage}
 	errStopping   = &apiError{code: codes.Unavailable, msg: "the agent is shutting down; retry later"}
 )
 

@@ -55,7 +55,7 @@ func (h *Handler) List(ctx context.Context, req *grantv1.ListRequest) (_ *grantv
 	}
 	ids := entryIDs(c.identities, req.GetSpiffeId())
 	if len(ids) == 0 {
-		return nil, &apiError{code: codes.PermissionDenied, msg: "spiffe_id: " + req.GetSpiffeId() + " is not one of the caller's identities"}
+		return nil, &apiError{code: codes.PermissionDenied, msg: "spiffe_id: " + req.GetSpiffeId() + NotHeldSuffix}
 	}
 	resp, err := h.server.ListGrants(c.ctx, &agentv1.AgentListGrantsRequest{EntryIds: ids})
 	if err != nil {

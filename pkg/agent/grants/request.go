@@ -223,7 +223,7 @@ func chooseEntry(ids []workloadapi.Identity, spiffeID string) (*typesv1.Entry, e
 	case spiffeID == "" && len(distinct) > 1:
 		return nil, invalidArgument("caller holds several identities; set spiffe_id")
 	case len(matched) == 0:
-		return nil, &apiError{code: codes.PermissionDenied, msg: "spiffe_id: " + spiffeID + " is not one of the caller's identities"}
+		return nil, &apiError{code: codes.PermissionDenied, msg: "spiffe_id: " + spiffeID + NotHeldSuffix}
 	case len(matched) > 1:
 		// Entries with one SPIFFE ID may differ in purpose, owner and
 		// scope ceiling: the operator has to make the registration
