@@ -277,23 +277,3 @@ func (s *Store) GetEntry(ctx context.Context, id string) (*typesv1.Entry, error)
 	e, _, err := s.loadEntry(ctx, "get entry", id)
 	return e, err
 }
-
-// loadEntry reads entry id and its key-value.
-func (s *Store) loadEntry(ctx context.Context, op, id string) (*typesv1.Entry, *mvccpb.KeyValue, error) {
-	if id == "" {
-		return nil, nil, fmt.Errorf("%s: entry %q: %w", op, id, store.ErrNotFound)
-	}
-	resp, err := s.get(ctx, op, s.keys.entry(id))
-	if err != nil {
-		return nil, nil, err
-	}
-	kv := first(resp.Kvs)
-	if kv == nil {
-		return nil, nil, fmt.Errorf("%s: entry %q: %w", op, id, store.ErrNotFound)
-	}
-	e, err := decodeEntry(kv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return e, kv, nil
-}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"github.com/nhid/nhid/pkg/store/internal/records"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -111,24 +110,4 @@ func checkGrantUpdate(prev, next *typesv1.Grant) error {
 func (s *Store) GetGrant(ctx context.Context, id string) (*typesv1.Grant, error) {
 	g, _, err := s.loadGrant(ctx, "get grant", id)
 	return g, err
-}
-
-// loadGrant reads a grant and its key-value, or fails with ErrNotFound.
-func (s *Store) loadGrant(ctx context.Context, op, id string) (*typesv1.Grant, *mvccpb.KeyValue, error) {
-	if id == "" {
-		return nil, nil, fmt.Errorf("%s: grant %q: %w", op, id, store.ErrNotFound)
-	}
-	resp, err := s.get(ctx, op, s.keys.grant(id))
-	if err != nil {
-		return nil, nil, err
-	}
-	kv := first(resp.Kvs)
-	if kv == nil {
-		return nil, nil, fmt.Errorf("%s: grant %q: %w", op, id, store.ErrNotFound)
-	}
-	g, err := decodeGrant(kv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return g, kv, nil
 }

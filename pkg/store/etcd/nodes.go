@@ -96,26 +96,6 @@ func (s *Store) GetNode(ctx context.Context, spiffeID string) (*typesv1.Node, er
 	return n, err
 }
 
-// loadNode reads a node and its key-value, or fails with ErrNotFound.
-func (s *Store) loadNode(ctx context.Context, op, spiffeID string) (*typesv1.Node, *mvccpb.KeyValue, error) {
-	if spiffeID == "" {
-		return nil, nil, fmt.Errorf("%s: node %q: %w", op, spiffeID, store.ErrNotFound)
-	}
-	resp, err := s.get(ctx, op, s.keys.node(spiffeID))
-	if err != nil {
-		return nil, nil, err
-	}
-	kv := first(resp.Kvs)
-	if kv == nil {
-		return nil, nil, fmt.Errorf("%s: node %q: %w", op, spiffeID, store.ErrNotFound)
-	}
-	n, err := decodeNode(kv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return n, kv, nil
-}
-
 // ListNodes pages through nodes ordered by SPIFFE ID; pageSize 0 means all.
 func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*typesv1.Node, string, error) {
 	const op = "list nodes"

@@ -113,27 +113,6 @@ func (s *Store) GetReputationScore(ctx context.Context, spiffeID string) (*types
 	return out, nil
 }
 
-// loadReputation reads a record and its key-value, or fails with
-// ErrNotFound.
-func (s *Store) loadReputation(ctx context.Context, op, spiffeID string) (*typesv1.Reputation, *mvccpb.KeyValue, error) {
-	if spiffeID == "" {
-		return nil, nil, fmt.Errorf("%s: reputation %q: %w", op, spiffeID, store.ErrNotFound)
-	}
-	resp, err := s.get(ctx, op, s.keys.reputation(spiffeID))
-	if err != nil {
-		return nil, nil, err
-	}
-	kv := first(resp.Kvs)
-	if kv == nil {
-		return nil, nil, fmt.Errorf("%s: reputation %q: %w", op, spiffeID, store.ErrNotFound)
-	}
-	r, err := decodeReputation(kv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return r, kv, nil
-}
-
 func decodeReputation(kv *mvccpb.KeyValue) (*typesv1.Reputation, error) {
 	r := &typesv1.Reputation{}
 	if err := proto.Unmarshal(kv.Value, r); err != nil {

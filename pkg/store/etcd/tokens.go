@@ -109,26 +109,6 @@ func (s *Store) GetJoinToken(ctx context.Context, id string) (*typesv1.JoinToken
 	return t, err
 }
 
-// loadToken reads a token and its key-value, or fails with ErrNotFound.
-func (s *Store) loadToken(ctx context.Context, op, id string) (*typesv1.JoinToken, *mvccpb.KeyValue, error) {
-	if id == "" {
-		return nil, nil, fmt.Errorf("%s: join token %q: %w", op, id, store.ErrNotFound)
-	}
-	resp, err := s.get(ctx, op, s.keys.token(id))
-	if err != nil {
-		return nil, nil, err
-	}
-	kv := first(resp.Kvs)
-	if kv == nil {
-		return nil, nil, fmt.Errorf("%s: join token %q: %w", op, id, store.ErrNotFound)
-	}
-	t := &typesv1.JoinToken{}
-	if err := proto.Unmarshal(kv.Value, t); err != nil {
-		return nil, nil, fmt.Errorf("%s: decode join token %q: %w", op, id, err)
-	}
-	return t, kv, nil
-}
-
 // ListJoinTokens returns every join token, ordered by id.
 func (s *Store) ListJoinTokens(ctx context.Context) ([]*typesv1.JoinToken, error) {
 	var out []*typesv1.JoinToken
