@@ -119,34 +119,44 @@ func (s *Store) GetNode(ctx context.Context, spiffeID string) (*typesv1.Node, er
 
 // ListNodes pages through nodes ordered by SPIFFE ID; pageSize 0 means all.
 func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*typesv1.Node, string, error) {
+	return listByKey(ctx, s, "list nodes", bucketNodes, pageSize, pageToken, (*typesv1.Node).GetSpiffeId)
+}
+
+// listByKey pages through the records of a bucket keyed by a string id
+// (nodes, reputation scores) in key order; pageSize 0 means all. The page
+// token is the last id returned.
+func listByKey[T interface {
+	*M
+	proto.Message
+}, M any](ctx context.Context, s *Store, op string, bucket []byte, pageSize int, pageToken string, idOf func(T) string) ([]T, string, error) {
 	if pageSize < 0 {
-		return nil, "", fmt.Errorf("list nodes: page_size %d is negative: %w", pageSize, store.ErrInvalidArgument)
+		return nil, "", fmt.Errorf("%s: page_size %d is negative: %w", op, pageSize, store.ErrInvalidArgument)
 	}
 	after, err := records.DecodePageToken(pageToken)
 	if err != nil {
-		return nil, "", fmt.Errorf("list nodes: %w", err)
+		return nil, "", fmt.Errorf("%s: %w", op, err)
 	}
-	var out []*typesv1.Node
+	var out []T
 	var next string
-	err = s.view(ctx, "list nodes", func(tx *bbolt.Tx) error {
+	err = s.view(ctx, op, func(tx *bbolt.Tx) error {
 		start := []byte{}
 		if after != "" {
 			start = afterKey(after)
 		}
-		c := tx.Bucket(bucketNodes).Cursor()
+		c := tx.Bucket(bucket).Cursor()
 		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
 			if len(out)%ctxCheckEvery == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if pageSize > 0 && len(out) == pageSize {
-				next = records.EncodePageToken(out[len(out)-1].SpiffeId)
+				next = records.EncodePageToken(idOf(out[len(out)-1]))
 				return nil
 			}
-			n := &typesv1.Node{}
-			if err := unmarshal(v, n); err != nil {
-				return fmt.Errorf("node %q: %w", k, err)
+			r := T(new(M))
+			if err := unmarshal(v, r); err != nil {
+				return fmt.Errorf("%s %q: %w", bucket, k, err)
 			}
-			out = append(out, n)
+			out = append(out, r)
 		}
 		return nil
 	})

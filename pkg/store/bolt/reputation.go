@@ -104,42 +104,7 @@ func (s *Store) GetReputationScore(ctx context.Context, spiffeID string) (*types
 // ListReputations pages through records ordered by SPIFFE ID; pageSize 0
 // means all.
 func (s *Store) ListReputations(ctx context.Context, pageSize int, pageToken string) ([]*typesv1.Reputation, string, error) {
-	const op = "list reputations"
-	if pageSize < 0 {
-		return nil, "", fmt.Errorf("%s: page_size %d is negative: %w", op, pageSize, store.ErrInvalidArgument)
-	}
-	after, err := records.DecodePageToken(pageToken)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", op, err)
-	}
-	var out []*typesv1.Reputation
-	var next string
-	err = s.view(ctx, op, func(tx *bbolt.Tx) error {
-		start := []byte{}
-		if after != "" {
-			start = afterKey(after)
-		}
-		c := tx.Bucket(bucketReputation).Cursor()
-		for k, v := c.Seek(start); k != nil; k, v = c.Next() {
-			if len(out)%ctxCheckEvery == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if pageSize > 0 && len(out) == pageSize {
-				next = records.EncodePageToken(out[len(out)-1].SpiffeId)
-				return nil
-			}
-			r := &typesv1.Reputation{}
-			if err := unmarshal(v, r); err != nil {
-				return fmt.Errorf("reputation %q: %w", k, err)
-			}
-			out = append(out, r)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	return out, next, nil
+	return listByKey(ctx, s, "list reputations", bucketReputation, pageSize, pageToken, (*typesv1.Reputation).GetSpiffeId)
 }
 
 // loadReputation reads a record, or fails with an error wrapping
