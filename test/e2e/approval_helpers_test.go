@@ -56,7 +56,7 @@ type approvalCluster struct {
 func startApprovalCluster(t *testing.T, timeout string) *approvalCluster {
 	t.Helper()
 	if os.Getuid() != 0 {
-		t.Skip("approvals need nhidctl to run as other users than agent-task: run the e2e tests as root")
+		requireCI(t, "approvals need nhidctl to run as other users than agent-task: run the e2e tests as root")
 	}
 	openToApprovers(t)
 	dir := shortTempDir(t)
@@ -274,7 +274,7 @@ func (tk *task) wait(t *testing.T) int {
 func startHAApprovalServers(t *testing.T, n int) []*server {
 	t.Helper()
 	if os.Getuid() != 0 {
-		t.Skip("approvals need nhidctl to run as other users than agent-task: run the e2e tests as root")
+		requireCI(t, "approvals need nhidctl to run as other users than agent-task: run the e2e tests as root")
 	}
 	openToApprovers(t)
 	members := startEtcdCluster(t, 1)
