@@ -26,25 +26,26 @@ const (
 // errNoIdentity answers a caller entitled to nothing.
 var errNoIdentity = status.Error(codes.PermissionDenied, noIdentityMessage)
 
-// apiError is a refusal whose status the caller sees and whose cause only
-// the log does: the caller learns "try again later", not how our cache or
-// the server failed.
-type apiError struct {
-	code  codes.Code
-	msg   string
-	cause error
+// StatusError is an answer decided on the agent, by the Workload API or by
+// another API served on its socket (the Grant API): the caller sees Code
+// and Msg, which say what to do next; Cause goes to the log only, so the
+// caller learns "try again later", not how our cache or the server failed.
+type StatusError struct {
+	Code  codes.Code
+	Msg   string
+	Cause error
 }
 
-func (e *apiError) Error() string {
-	if e.cause == nil {
-		return e.msg
+func (e *StatusError) Error() string {
+	if e.Cause == nil {
+		return e.Msg
 	}
-	return fmt.Sprintf("%s: %v", e.msg, e.cause)
+	return fmt.Sprintf("%s: %v", e.Msg, e.Cause)
 }
 
-func (e *apiError) Unwrap() error { return e.cause }
+func (e *StatusError) Unwrap() error { return e.Cause }
 
-func (e *apiError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+func (e *StatusError) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 
 // call is one RPC in progress: it carries the caller, once attested, and
 // turns the RPC's outcome into a status, a metric and a log line, in this

@@ -41,8 +41,8 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	for _, id := range ids {
 		token, err := h.manager.FetchJWTSVID(ctx, id.Entry, req.GetAudience())
 		if err != nil {
-			return nil, &apiError{code: codes.Unavailable, msg: "could not issue JWT-SVID",
-				cause: fmt.Errorf("entry %s: %w", id.Entry.GetId(), err)}
+			return nil, &StatusError{Code: codes.Unavailable, Msg: "could not issue JWT-SVID",
+				Cause: fmt.Errorf("entry %s: %w", id.Entry.GetId(), err)}
 		}
 		resp.Svids = append(resp.Svids, &workload.JWTSVID{
 			SpiffeId: id.Entry.GetSpiffeId(),

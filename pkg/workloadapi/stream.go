@@ -29,7 +29,7 @@ func follow[M proto.Message](c *call, build func(*Update) (M, error), send func(
 			return c.ctx.Err()
 		case u, ok := <-sub.Updates():
 			if !ok {
-				return &apiError{code: codes.Unavailable, msg: "identity updates ended; reconnect"}
+				return &StatusError{Code: codes.Unavailable, Msg: "identity updates ended; reconnect"}
 			}
 			msg, err := build(u)
 			if err != nil {

@@ -56,7 +56,7 @@ func x509BundlesResponse(u *Update) (*workload.X509BundlesResponse, error) {
 
 // errNoBundle answers while the agent has identities but no trust bundle:
 // it is not ready, and the client should retry.
-var errNoBundle = &apiError{code: codes.Unavailable, msg: "trust bundle not available yet"}
+var errNoBundle = &StatusError{Code: codes.Unavailable, Msg: "trust bundle not available yet"}
 
 // x509SVIDBuilder turns Updates into X509SVIDResponses for one stream,
 // remembering what it logged so a stream warns once per distinct problem.
@@ -95,7 +95,7 @@ func (b *x509SVIDBuilder) build(u *Update) (*workload.X509SVIDResponse, error) {
 	}
 	if len(resp.Svids) == 0 {
 		// The reasons were just logged, once for this stream.
-		return nil, &apiError{code: codes.Unavailable, msg: "identities not ready"}
+		return nil, &StatusError{Code: codes.Unavailable, Msg: "identities not ready"}
 	}
 	resp.FederatedBundles = tb.x509Bundles(false)
 	return resp, nil

@@ -34,29 +34,12 @@ const (
 )
 
 var (
-	errNoIdentity = &apiError{code: codes.PermissionDenied, msg: NoIdentityMessage}
-	errStopping   = &apiError{code: codes.Unavailable, msg: "the agent is shutting down; retry later"}
+	errNoIdentity = &workloadapi.StatusError{Code: codes.PermissionDenied, Msg: NoIdentityMessage}
+	errStopping   = &workloadapi.StatusError{Code: codes.Unavailable, Msg: "the agent is shutting down; retry later"}
 )
 
-// apiError is a refusal decided on the agent: the caller sees code and
-// msg, the log also sees cause.
-type apiError struct {
-	code  codes.Code
-	msg   string
-	cause error
-}
-
-func (e *apiError) Error() string {
-	if e.cause == nil {
-		return e.msg
-	}
-	return fmt.Sprintf("%s: %v", e.msg, e.cause)
-}
-
-func (e *apiError) Unwrap() error { return e.cause }
-
 func invalidArgument(format string, args ...any) error {
-	return &apiError{code: codes.InvalidArgument, msg: fmt.Sprintf(format, args...)}
+	return &workloadapi.StatusError{Code: codes.InvalidArgument, Msg: fmt.Sprintf(format, args...)}
 }
 
 // upstreamError is nhid-server, or the way to it, failing a call.
@@ -141,16 +124,16 @@ func (c *call) status(err error) *status.Status {
 		return status.FromContextError(peerErr)
 	}
 	if c.h.stopping.Err() != nil {
-		return status.New(errStopping.code, errStopping.msg)
+		return errStopping.GRPCStatus()
 	}
 	var (
-		ae *apiError
+		ae *workloadapi.StatusError
 		ue *upstreamError
 		ce *workloadapi.CallerError
 	)
 	switch {
 	case errors.As(err, &ae):
-		return status.New(ae.code, ae.msg)
+		return ae.GRPCStatus()
 	case errors.As(err, &ce):
 		return ce.GRPCStatus()
 	case errors.As(err, &ue):

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/nhid/nhid/pkg/telemetry"
+	"github.com/nhid/nhid/pkg/workloadapi"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	grantv1 "github.com/nhid/nhid/proto/nhid/grant/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -55,7 +56,7 @@ func (h *Handler) List(ctx context.Context, req *grantv1.ListRequest) (_ *grantv
 	}
 	ids := entryIDs(c.identities, req.GetSpiffeId())
 	if len(ids) == 0 {
-		return nil, &apiError{code: codes.PermissionDenied, msg: "spiffe_id: " + req.GetSpiffeId() + NotHeldSuffix}
+		return nil, &workloadapi.StatusError{Code: codes.PermissionDenied, Msg: "spiffe_id: " + req.GetSpiffeId() + NotHeldSuffix}
 	}
 	resp, err := h.server.ListGrants(c.ctx, &agentv1.AgentListGrantsRequest{EntryIds: ids})
 	if err != nil {

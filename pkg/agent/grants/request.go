@@ -31,7 +31,7 @@ func (h *Handler) Request(req *grantv1.GrantRequest, stream grpc.ServerStreaming
 	}
 	// Validated before spiffe_id is used: it is bounded there.
 	if err := grantreq.ValidateRequest(req); err != nil {
-		return &apiError{code: codes.InvalidArgument, msg: err.Error()}
+		return &workloadapi.StatusError{Code: codes.InvalidArgument, Msg: err.Error()}
 	}
 	entry, err := chooseEntry(c.identities, req.GetSpiffeId())
 	if err != nil {
@@ -48,7 +48,7 @@ func (h *Handler) Request(req *grantv1.GrantRequest, stream grpc.ServerStreaming
 }
 
 // errNoDecision is the server ending a status stream before the decision.
-var errNoDecision = &apiError{code: codes.Unavailable, msg: "nhid-server ended the request without a decision; retry"}
+var errNoDecision = &workloadapi.StatusError{Code: codes.Unavailable, Msg: "nhid-server ended the request without a decision; retry"}
 
 // relay forwards the server's status messages of one grant request to the
 // workload until the decision. Once the grant waits for approval, a
@@ -223,13 +223,13 @@ func chooseEntry(ids []workloadapi.Identity, spiffeID string) (*typesv1.Entry, e
 	case spiffeID == "" && len(distinct) > 1:
 		return nil, invalidArgument("caller holds several identities; set spiffe_id")
 	case len(matched) == 0:
-		return nil, &apiError{code: codes.PermissionDenied, msg: "spiffe_id: " + spiffeID + NotHeldSuffix}
+		return nil, &workloadapi.StatusError{Code: codes.PermissionDenied, Msg: "spiffe_id: " + spiffeID + NotHeldSuffix}
 	case len(matched) > 1:
 		// Entries with one SPIFFE ID may differ in purpose, owner and
 		// scope ceiling: the operator has to make the registration
 		// unambiguous, the workload cannot.
-		return nil, &apiError{code: codes.FailedPrecondition,
-			msg: "several registration entries give the caller " + matched[0].GetSpiffeId() + "; a grant needs exactly one"}
+		return nil, &workloadapi.StatusError{Code: codes.FailedPrecondition,
+			Msg: "several registration entries give the caller " + matched[0].GetSpiffeId() + "; a grant needs exactly one"}
 	}
 	return matched[0], nil
 }
