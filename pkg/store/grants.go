@@ -45,19 +45,11 @@ type GrantStore interface {
 	// ListGrants pages through grants, newest first: by created_at, then by
 	// id, both descending.
 	ListGrants(ctx context.Context, req ListGrantsRequest) (grants []*typesv1.Grant, nextPageToken string, err error)
-	// CountGrants counts the grants created for spiffeID at or after since
-	// (in whole seconds), whatever their status: the usage counters policy
-	// sees.
-	CountGrants(ctx context.Context, spiffeID string, since time.Time) (int, error)
-	// CountActiveGrants counts spiffeID's ACTIVE grants that have not
-	// expired at `at` (expires_at after it, in whole seconds), without
-	// reading them: the usage.active counter policy sees.
-	CountActiveGrants(ctx context.Context, spiffeID string, at time.Time) (int, error)
 	// GrantUsage reads all of spiffeID's usage counters in one consistent
-	// read: the grants created in the minute, hour and day before now (as
-	// CountGrants since now minus each) and the ACTIVE grants live at now
-	// (as CountActiveGrants at now). It costs about what one of those calls
-	// costs, where four calls cost four reads and scans.
+	// read: the grants created at or after now minus a minute, an hour and
+	// a day (in whole seconds, whatever their status), and the ACTIVE
+	// grants that have not expired at now (expires_at after it), from the
+	// indexes alone.
 	GrantUsage(ctx context.Context, spiffeID string, now time.Time) (GrantUsage, error)
 	// PruneGrants drops grants that ended or expired before the given time:
 	// ended_at if set, else expires_at; a grant with neither is kept.

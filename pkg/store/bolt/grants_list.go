@@ -151,40 +151,6 @@ func loadIndexedGrant(b *bbolt.Bucket, order []byte) (*typesv1.Grant, error) {
 	return g, err
 }
 
-// CountGrants counts spiffeID's grants created at or after since, reading
-// only index keys.
-func (s *Store) CountGrants(ctx context.Context, spiffeID string, since time.Time) (int, error) {
-	if spiffeID == "" {
-		return 0, fmt.Errorf("count grants: spiffe_id is empty: %w", store.ErrInvalidArgument)
-	}
-	var n int
-	err := s.view(ctx, "count grants", func(tx *bbolt.Tx) error {
-		return scanCreatedSince(ctx, tx, spiffeID, since.Unix(), func(int64) { n++ })
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
-// CountActiveGrants counts spiffeID's ACTIVE grants that expire after at,
-// reading only index keys.
-func (s *Store) CountActiveGrants(ctx context.Context, spiffeID string, at time.Time) (int, error) {
-	if spiffeID == "" {
-		return 0, fmt.Errorf("count active grants: spiffe_id is empty: %w", store.ErrInvalidArgument)
-	}
-	var n int
-	err := s.view(ctx, "count active grants", func(tx *bbolt.Tx) error {
-		var err error
-		n, err = countActive(ctx, tx, spiffeID, at)
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
 // GrantUsage reads the usage counters in one read transaction: one pass
 // over the subject's grants of the last day, which also counts those of
 // the last hour and minute, and one over its live ACTIVE grants.

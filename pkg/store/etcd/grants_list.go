@@ -135,43 +135,6 @@ func (s *Store) loadGrants(ctx context.Context, op string, orders []string, rev 
 	return out, nil
 }
 
-// CountGrants counts spiffeID's grants created at or after since, from
-// the index alone: etcd counts keys without reading any value.
-func (s *Store) CountGrants(ctx context.Context, spiffeID string, since time.Time) (int, error) {
-	const op = "count grants"
-	if spiffeID == "" {
-		return 0, fmt.Errorf("%s: spiffe_id is empty: %w", op, store.ErrInvalidArgument)
-	}
-	p := s.keys.under(prefixGrantBySPIFFE) + field(spiffeID)
-	// Order keys start with the complement of created_at: the grants
-	// created at or after since sort before the complement of since, plus one.
-	end := prefixEnd(p)
-	if from := max(since.Unix(), 0); from > 0 {
-		end = p + string(binary.BigEndian.AppendUint64(nil, math.MaxUint64-uint64(from)+1))
-	}
-	resp, err := s.get(ctx, op, p, clientv3.WithRange(end), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, err
-	}
-	return int(resp.Count), nil
-}
-
-// CountActiveGrants counts spiffeID's ACTIVE grants that expire after at,
-// from the index alone.
-func (s *Store) CountActiveGrants(ctx context.Context, spiffeID string, at time.Time) (int, error) {
-	const op = "count active grants"
-	if spiffeID == "" {
-		return 0, fmt.Errorf("%s: spiffe_id is empty: %w", op, store.ErrInvalidArgument)
-	}
-	p := s.keys.under(prefixGrantActive) + field(spiffeID)
-	start := p + string(binary.BigEndian.AppendUint64(nil, uint64(max(at.Unix()+1, 0))))
-	resp, err := s.get(ctx, op, start, clientv3.WithRange(prefixEnd(p)), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, err
-	}
-	return int(resp.Count), nil
-}
-
 // GrantUsage reads the four usage counters in one read-only transaction:
 // one round trip, and counts from one snapshot.
 func (s *Store) GrantUsage(ctx context.Context, spiffeID string, now time.Time) (store.GrantUsage, error) {
@@ -181,8 +144,9 @@ func (s *Store) GrantUsage(ctx context.Context, spiffeID string, now time.Time) 
 	}
 	created := s.keys.under(prefixGrantBySPIFFE) + field(spiffeID)
 	since := func(d time.Duration) clientv3.Op {
-		// As in CountGrants: order keys start with the complement of
-		// created_at, so the grants created at or after a time sort first.
+		// Order keys start with the complement of created_at, so the
+		// grants created at or after a time sort first: they end before
+		// the complement of that time, plus one.
 		end := prefixEnd(created)
 		if from := max(now.Add(-d).Unix(), 0); from > 0 {
 			end = created + string(binary.BigEndian.AppendUint64(nil, math.MaxUint64-uint64(from)+1))

@@ -18,8 +18,8 @@ var grantListTests = []suiteTest{
 	{"ListFiltersCombine", testListGrantsFilters},
 	{"ListFollowsStatusChanges", testListGrantsStatusChange},
 	{"ListRefusesBadPageArguments", testListGrantsBadPage},
-	{"CountCountsGrantsCreatedSince", testCountGrants},
-	{"CountActiveCountsLiveActiveGrants", testCountActiveGrants},
+	{"UsageCountsGrantsCreatedSince", testUsageCountsCreated},
+	{"UsageCountsLiveActiveGrants", testUsageCountsActive},
 	{"UsageReadsEveryCounterAtOnce", testGrantUsage},
 	{"PruneDropsGrantsThatEndedOrExpired", testPruneGrants},
 	{"WatchGrantsDeliversGrantChangesOnly", testWatchGrants},
@@ -196,7 +196,17 @@ func testListGrantsBadPage(t *testing.T, s store.Store) {
 	}
 }
 
-func testCountGrants(t *testing.T, s store.Store) {
+// usage reads spiffeID's usage counters at now (Unix seconds).
+func usage(t *testing.T, s store.Store, spiffeID string, now int64) store.GrantUsage {
+	t.Helper()
+	u, err := s.GrantUsage(t.Context(), spiffeID, time.Unix(now, 0))
+	if err != nil {
+		t.Fatalf("GrantUsage(%s at %d): %v", spiffeID, now, err)
+	}
+	return u
+}
+
+func testUsageCountsCreated(t *testing.T, s store.Store) {
 	for i := range 10 {
 		createGrant(t, s, newGrant(fmt.Sprintf("a%d", i), "spiffe://example.org/a", "e1", grantT0+int64(i*10)))
 		createGrant(t, s, newGrant(fmt.Sprintf("b%d", i), "spiffe://example.org/ab", "e2", grantT0+int64(i*10)))
@@ -212,18 +222,20 @@ func testCountGrants(t *testing.T, s store.Store) {
 		{grantT0 + 90, 1},
 		{grantT0 + 91, 0},
 	}
+	// A minute after since, last_minute counts the grants created at or
+	// after since; all ten are within the day.
 	for _, tc := range tests {
-		n, err := s.CountGrants(t.Context(), "spiffe://example.org/a", time.Unix(tc.since, 0))
-		if err != nil || n != tc.want {
-			t.Errorf("CountGrants(since %d) = %d, %v; want %d", tc.since-grantT0, n, err, tc.want)
+		u := usage(t, s, "spiffe://example.org/a", tc.since+60)
+		if u.LastMinute != tc.want || u.LastDay != 10 {
+			t.Errorf("usage a minute after %d = %+v; want last_minute %d, last_day 10", tc.since-grantT0, u, tc.want)
 		}
 	}
-	if n, err := s.CountGrants(t.Context(), "spiffe://example.org/none", time.Unix(0, 0)); err != nil || n != 0 {
-		t.Errorf("CountGrants of an unknown SPIFFE ID = %d, %v; want 0", n, err)
+	if u := usage(t, s, "spiffe://example.org/none", grantT0); u != (store.GrantUsage{}) {
+		t.Errorf("usage of an unknown SPIFFE ID = %+v; want zeros", u)
 	}
 }
 
-func testCountActiveGrants(t *testing.T, s store.Store) {
+func testUsageCountsActive(t *testing.T, s store.Store) {
 	mk := func(id, spiffeID string, st typesv1.GrantStatus, expires int64) {
 		g := newGrant(id, spiffeID, "e1", grantT0)
 		g.Status, g.ExpiresAt = st, expires
@@ -237,11 +249,7 @@ func testCountActiveGrants(t *testing.T, s store.Store) {
 	mk("b1", "spiffe://example.org/ab", active, grantT0+300)
 	count := func(at int64) int {
 		t.Helper()
-		n, err := s.CountActiveGrants(t.Context(), "spiffe://example.org/a", time.Unix(at, 0))
-		if err != nil {
-			t.Fatalf("CountActiveGrants: %v", err)
-		}
-		return n
+		return usage(t, s, "spiffe://example.org/a", at).Active
 	}
 	got := []int{count(grantT0), count(grantT0 + 99), count(grantT0 + 100), count(grantT0 + 250), count(grantT0 + 300)}
 	if diff := cmp.Diff([]int{3, 3, 2, 1, 0}, got); diff != "" {
@@ -288,8 +296,8 @@ func testPruneGrants(t *testing.T, s store.Store) {
 	if diff := cmp.Diff([]string{"open", "live"}, listGrantIDs(t, s, store.ListGrantsRequest{EntryIDs: []string{"e1"}})); diff != "" {
 		t.Errorf("grants left after pruning (-want +got):\n%s", diff)
 	}
-	if c, err := s.CountGrants(t.Context(), "spiffe://example.org/w", time.Unix(0, 0)); err != nil || c != 2 {
-		t.Errorf("CountGrants after pruning = %d, %v; want 2", c, err)
+	if u := usage(t, s, "spiffe://example.org/w", grantT0+100); u.LastDay != 2 {
+		t.Errorf("usage after pruning = %+v; want last_day 2", u)
 	}
 	if n, err := s.PruneGrants(t.Context(), time.Unix(grantT0+100, 0)); err != nil || n != 0 {
 		t.Errorf("second PruneGrants = %d, %v; want 0", n, err)
