@@ -46,6 +46,9 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // setting with a flag.
 const flagRelyingPartyAddress = "relying-party-address"
 
+// flagAdminAddress sets admin.address: the admin API over mutual TLS.
+const flagAdminAddress = "admin-address"
+
 // options are the values the run and validate flags fill.
 type options struct {
 	configPath string
@@ -57,7 +60,8 @@ func newRunCmd(stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the server until SIGTERM or SIGINT",
-		Long: `Run serves the agent API on --bind, the admin API on --admin-socket and
+		Long: `Run serves the agent API on --bind, the admin API on --admin-socket (and,
+with --admin-address, over mutual TLS for holders of an admin SVID) and
 /metrics, /healthz and /readyz on --health-address ("" disables it). Settings
 come from --config (YAML: "version: 1" and a "server:" section whose keys
 are the flag names in snake_case, plus the store, ca, jwt, svid,
@@ -112,6 +116,8 @@ func (o *options) bind(f *pflag.FlagSet) {
 	f.StringVar(&o.fl.HealthAddress, "health-address", o.fl.HealthAddress, `/metrics, /healthz and /readyz address HOST:PORT ("" disables)`)
 	f.StringVar(&o.fl.RelyingParty.Address, flagRelyingPartyAddress, o.fl.RelyingParty.Address,
 		`relying-party endpoints (/introspect, /jwks; HTTPS with mTLS) HOST:PORT ("" disables)`)
+	f.StringVar(&o.fl.Admin.Address, flagAdminAddress, o.fl.Admin.Address,
+		`admin API over mutual TLS HOST:PORT, for remote operators with an admin X.509-SVID ("" disables)`)
 	f.StringVar(&o.fl.LogLevel, "log-level", o.fl.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&o.fl.LogFormat, "log-format", o.fl.LogFormat, "log format: text or json")
 }
@@ -129,6 +135,9 @@ func (o *options) resolve(flags *pflag.FlagSet) (settings, error) {
 	applyFlags(&s, o.fl, flags.Changed)
 	if flags.Changed(flagRelyingPartyAddress) {
 		s.RelyingParty.Address = o.fl.RelyingParty.Address
+	}
+	if flags.Changed(flagAdminAddress) {
+		s.Admin.Address = o.fl.Admin.Address
 	}
 	return s, nil
 }

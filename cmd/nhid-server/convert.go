@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/x509/pkix"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,8 @@ func toServerConfig(s settings) (server.Config, error) {
 		AdminAllowedUIDs: s.Admin.AllowedUIDs,
 		AdminAllowedGIDs: s.Admin.AllowedGIDs,
 	}
+	cfg.AdminAddress = address(&errs, "server.admin.address", s.Admin.Address, true)
+	cfg.AdminAllowedIDs = spiffeIDs(&errs, "server.admin.allowed_spiffe_ids", cfg.TrustDomain, s.Admin.AllowedSPIFFEIDs)
 	cfg.Store = storeConfig(&errs, "server.store", s.Store)
 	cfg.JoinTokenDefaultTTL = ttl(&errs, "server.join_token.default_ttl", s.JoinToken.DefaultTTL, time.Second, maxJoinTokenTTL)
 	cfg.Policy = policyConfig(&errs, "server.policy", s.Policy)
@@ -60,6 +63,24 @@ func trustDomain(errs *config.Errors, path, s string) spiffeid.TrustDomain {
 		errs.Addf(path, "%q is not a trust domain: %v", s, err)
 	}
 	return td
+}
+
+// spiffeIDs parses a list of SPIFFE IDs of trust domain td.
+func spiffeIDs(errs *config.Errors, path string, td spiffeid.TrustDomain, ss []string) []spiffeid.ID {
+	var out []spiffeid.ID
+	for i, s := range ss {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		id, err := spiffeid.FromString(s)
+		switch {
+		case err != nil:
+			errs.Addf(p, "%q is not a SPIFFE ID: %v", s, err)
+		case !td.IsZero() && !id.MemberOf(td):
+			errs.Addf(p, "%q is not in trust domain %q", s, td.Name())
+		default:
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func dataDir(errs *config.Errors, path, s string) string {

@@ -81,6 +81,9 @@ type joinTokenSettings struct {
 type adminSettings struct {
 	AllowedUIDs []uint32 `yaml:"allowed_uids"`
 	AllowedGIDs []uint32 `yaml:"allowed_gids"`
+	// Address serves the admin API over mutual TLS as well ("" = off).
+	Address          string   `yaml:"address"`
+	AllowedSPIFFEIDs []string `yaml:"allowed_spiffe_ids"`
 }
 
 // Default settings; what a setting left out of file and flags means.

@@ -23,10 +23,16 @@ const callTimeout = 30 * time.Second
 // would fail on a few hundred entries near their size limits.
 const maxRecvMsgSize = 128 << 20
 
-// admin is a connection to nhid-server's admin socket.
+// admin is a connection to nhid-server's admin API, over its socket or
+// over mutual TLS.
 type admin struct {
-	socket string
-	conn   *grpc.ClientConn
+	// target names where the API is, for messages: the socket path or the
+	// --server address.
+	target string
+	// hint says how to point nhidctl elsewhere.
+	hint  string
+	conn  *grpc.ClientConn
+	close func() // releases what the connection holds besides conn
 }
 
 // adminSocket is --socket if given, else $NHID_ADMIN_SOCKET, else the
@@ -41,10 +47,14 @@ func (g *globals) adminSocket(cmd *cobra.Command) string {
 	return g.socket
 }
 
-// dial connects to the admin socket. The connection is made lazily by
-// gRPC, so a missing socket is reported here, where the message can say
-// what to do.
+// dial connects to the admin API: over mutual TLS when --server (or
+// $NHID_SERVER_ADDRESS) is set, else over the admin socket. The socket
+// connection is made lazily by gRPC, so a missing socket is reported
+// here, where the message can say what to do.
 func (g *globals) dial(cmd *cobra.Command) (*admin, error) {
+	if addr := g.serverAddress(cmd); addr != "" {
+		return g.dialTLS(cmd, addr)
+	}
 	return dialAdmin(g.adminSocket(cmd))
 }
 
@@ -62,13 +72,25 @@ func dialAdmin(path string) (*admin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to nhid-server at %s: %w", path, err)
 	}
-	return &admin{socket: path, conn: conn}, nil
+	return &admin{target: path, hint: socketHint, conn: conn}, nil
 }
 
-func (a *admin) Close() { _ = a.conn.Close() }
+func (a *admin) Close() {
+	_ = a.conn.Close()
+	if a.close != nil {
+		a.close()
+	}
+}
+
+// socketHint says how to point nhidctl at another admin socket.
+const socketHint = "set --socket or " + envAdminSocket
 
 func unreachable(path string) error {
-	return fmt.Errorf("cannot reach nhid-server at %s: is it running? set --socket or %s", path, envAdminSocket)
+	return unreachableAt(path, socketHint)
+}
+
+func unreachableAt(target, hint string) error {
+	return fmt.Errorf("cannot reach nhid-server at %s: is it running? %s", target, hint)
 }
 
 // call runs one RPC with a timeout and turns its error into one an
@@ -97,9 +119,14 @@ func (a *admin) explain(err error) error {
 		if a.conn.GetState() == connectivity.Ready {
 			return fmt.Errorf("nhid-server is unavailable: %s", st.Message())
 		}
-		return unreachable(a.socket)
+		if a.close != nil {
+			// Over TLS the reason (a refused certificate, the wrong
+			// server identity) is worth showing.
+			return fmt.Errorf("cannot reach nhid-server at %s over mutual TLS: %s; %s", a.target, st.Message(), a.hint)
+		}
+		return unreachableAt(a.target, a.hint)
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("nhid-server at %s did not answer within %v", a.socket, callTimeout)
+		return fmt.Errorf("nhid-server at %s did not answer within %v", a.target, callTimeout)
 	case codes.Canceled:
 		return errors.New("cancelled")
 	}

@@ -27,7 +27,7 @@ func newHealthcheckCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-					return fmt.Errorf("nhid-server at %s is %s", a.socket, resp.GetStatus())
+					return fmt.Errorf("nhid-server at %s is %s", a.target, resp.GetStatus())
 				}
 				return nil
 			})

@@ -32,6 +32,11 @@ const (
 type globals struct {
 	socket string
 	output string
+	// server, serverID and workloadSocket select the admin API over
+	// mutual TLS instead of the socket (client_tls.go).
+	server         string
+	serverID       string
+	workloadSocket string
 }
 
 // usageError marks a mistake in how nhidctl was called (exit code 2).
@@ -73,8 +78,10 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "nhidctl",
 		Short: "Operate nhid: entries, nodes, join tokens, bundle; fetch SVIDs for debugging",
 		Long: `nhidctl talks to nhid-server over its admin socket (--socket, or
-$NHID_ADMIN_SOCKET, default ` + defaultAdminSocket + `) and, for "svid"
-commands, to nhid-agent's Workload API as a workload would.`,
+$NHID_ADMIN_SOCKET, default ` + defaultAdminSocket + `), or from another host over
+mutual TLS (--server HOST:PORT, or $NHID_SERVER_ADDRESS) with its own X.509-SVID
+from the local agent, whose entry must be marked admin; for "svid" commands
+it talks to nhid-agent's Workload API as a workload would.`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return g.check(cmd) },
@@ -85,6 +92,9 @@ commands, to nhid-agent's Workload API as a workload would.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", defaultAdminSocket, "admin socket of nhid-server (env "+envAdminSocket+")")
 	pf.StringVarP(&g.output, "output", "o", formatTable, "output format: table or json")
+	pf.StringVar(&g.server, "server", "", "nhid-server's admin API over mutual TLS, HOST:PORT, instead of the socket (env "+envServerAddress+")")
+	pf.StringVar(&g.serverID, "server-id", "", "with --server: the server's SPIFFE ID (env "+envServerID+"; default spiffe://<trust domain>"+serverPath+")")
+	pf.StringVar(&g.workloadSocket, "workload-socket", "", "with --server: the Workload API nhidctl gets its own X.509-SVID from (default $SPIFFE_ENDPOINT_SOCKET, else "+defaultWorkloadSocket+")")
 	root.AddCommand(
 		newEntryCmd(g),
 		newNodeCmd(g),

@@ -19,14 +19,18 @@ func newSVIDShowCmd(g *globals, socket *string) *cobra.Command {
 		Long: `show asks nhid-server which entry, purpose and owner an SVID was issued
 for: an X.509-SVID by its serial (hex; colons and leading zeros as openssl
 prints them are fine) or a JWT-SVID by its jti. It talks to the admin socket
-(--socket, else $` + envAdminSocket + `, else ` + defaultAdminSocket + `).`,
+(--socket, else $` + envAdminSocket + `, else ` + defaultAdminSocket + `), or over
+mutual TLS with --server.`,
 		Args: exactArgs("SERIAL|JTI"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := g.adminSocket(cmd)
-			if cmd.Flags().Changed("socket") {
-				path = *socket
+			var a *admin
+			var err error
+			switch {
+			case cmd.Flags().Changed("socket"):
+				a, err = dialAdmin(*socket)
+			default:
+				a, err = g.dial(cmd)
 			}
-			a, err := dialAdmin(path)
 			if err != nil {
 				return err
 			}

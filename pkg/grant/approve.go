@@ -38,12 +38,17 @@ var (
 	ErrAlreadyApproved = errors.New("approver has already approved this grant")
 )
 
-// Principal is a person deciding on a grant, as the admin API
-// authenticated them.
+// Principal is a person (or a tool acting for one) deciding on a grant,
+// as the admin API authenticated them: by the kernel's peer credentials
+// on the admin socket, or by an X.509-SVID on the mTLS listener.
 type Principal struct {
-	// Name is how the decision is recorded, e.g. "unix:alice(1000)".
-	// Approvers are distinct when their names are. Required.
+	// Name is how the decision is recorded, e.g. "unix:alice(1000)" or
+	// "spiffe://example.org/approvers/alice". Approvers are distinct when
+	// their names are. Required.
 	Name string
+	// SPIFFEID is the approver's SPIFFE ID when it called over mTLS; the
+	// Unix fields are then unused.
+	SPIFFEID string
 	// UID and User are the approver's Unix identity, for the rule that
 	// nobody approves their own request; User may be empty when the uid
 	// has no name.

@@ -167,6 +167,10 @@ func TestApprove_NobodyDecidesTheirOwnRequest(t *testing.T) {
 		{"the subject's uid without a user name", Principal{Name: "unix:1000(1000)", UID: 1000}, "is the subject"},
 		{"another entry of the subject", Principal{Name: "unix:twin(3000)", UID: 3000}, "entry twin selects unix:uid:3000"},
 		{"an agent of the same owner", Principal{Name: "unix:anabot(4000)", UID: 4000, User: "anabot"}, "an agent of the same owner"},
+		// Over mTLS the approver is its SPIFFE ID.
+		{"the subject's SVID", Principal{Name: workloadID, SPIFFEID: workloadID}, "is the subject"},
+		{"the SVID of an agent of the same owner", Principal{Name: "spiffe://example.org/ana/bot", SPIFFEID: "spiffe://example.org/ana/bot"},
+			"an agent of the same owner ana@example.org (entry ana-bot)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,6 +188,23 @@ func TestApprove_NobodyDecidesTheirOwnRequest(t *testing.T) {
 	}
 	if got, err := h.svc.Approve(context.Background(), g.GetId(), bob, ""); err != nil || got.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_ACTIVE {
 		t.Errorf("approval by bob = %v, %v; want ACTIVE", got.GetStatus(), err)
+	}
+}
+
+func TestApprove_ByAnSVIDOfSomeoneElseIsRecordedByItsSPIFFEID(t *testing.T) {
+	h := newHarness(t)
+	// olga's console holds an SVID whose entry has another owner, and
+	// selects ana's uid: a uid rule does not apply to an SVID approver.
+	olga := "spiffe://example.org/ops/olga-console"
+	h.storeEntries(&typesv1.Entry{Id: "console", SpiffeId: olga, ParentId: agentID,
+		Selectors: []string{"unix:uid:1000"}, Owner: "olga@example.org", Admin: true})
+	g := h.pending()
+	got, err := h.svc.Approve(context.Background(), g.GetId(), Principal{Name: olga, SPIFFEID: olga}, "reviewed")
+	if err != nil || got.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_ACTIVE {
+		t.Fatalf("approval by %s = %v, %v; want ACTIVE", olga, got.GetStatus(), err)
+	}
+	if len(got.GetApprovals()) != 1 || got.GetApprovals()[0].GetApprover() != olga {
+		t.Errorf("approvals %v, want one by %s", got.GetApprovals(), olga)
 	}
 }
 

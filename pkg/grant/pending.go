@@ -22,11 +22,15 @@ const entryPage = 500
 // a unix:uid or unix:user selector of theirs is among the selectors of
 // the grant's entry, or of any entry that gives the subject's SPIFFE ID,
 // or of any entry of the grant's owner (an agent the owner delegated to
-// would otherwise approve its siblings' requests). docs/approvals.md
-// states the rule.
+// would otherwise approve its siblings' requests). An approver known by
+// SPIFFE ID is refused when it is the subject, or when any entry giving
+// its SPIFFE ID has the grant's owner. docs/approvals.md states the rule.
 func (s *Service) checkApprover(ctx context.Context, g *typesv1.Grant, by Principal) error {
 	if s.entries == nil {
 		return errors.New("approvals need an entry store to check approvers against; none is configured")
+	}
+	if by.SPIFFEID != "" {
+		return s.checkSPIFFEApprover(ctx, g, by)
 	}
 	sels := approverSelectors(by)
 	e, err := s.entries.GetEntry(ctx, g.GetEntryId())
@@ -62,6 +66,33 @@ func (s *Service) checkApprover(ctx context.Context, g *typesv1.Grant, by Princi
 		}
 	}
 	return nil
+}
+
+// checkSPIFFEApprover is checkApprover's rule for an approver known by
+// its SPIFFE ID.
+func (s *Service) checkSPIFFEApprover(ctx context.Context, g *typesv1.Grant, by Principal) error {
+	if by.SPIFFEID == g.GetSpiffeId() {
+		return fmt.Errorf("%s is the subject: %w", by.Name, ErrSelfApproval)
+	}
+	if g.GetOwner() == "" {
+		return nil
+	}
+	req := store.ListEntriesRequest{SpiffeID: by.SPIFFEID, PageSize: entryPage}
+	for {
+		entries, next, err := s.entries.ListEntries(ctx, req)
+		if err != nil {
+			return fmt.Errorf("list entries of %s: %w", by.SPIFFEID, err)
+		}
+		for _, e := range entries {
+			if e.GetOwner() == g.GetOwner() {
+				return fmt.Errorf("%s is an agent of the same owner %s (entry %s): %w", by.Name, g.GetOwner(), e.GetId(), ErrSelfApproval)
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		req.PageToken = next
+	}
 }
 
 // selectsAny returns the first of sels that e selects.

@@ -55,6 +55,9 @@ func (s *Server) listen(ctx context.Context, c *components) error {
 		haddr := c.httpLis.Addr()
 		s.httpAddr.Store(&haddr)
 	}
+	if err := s.listenAdminTLS(ctx, c); err != nil {
+		return err
+	}
 	return s.listenRelyingParty(ctx, c)
 }
 
@@ -85,6 +88,7 @@ func (s *Server) buildServers(c *components) {
 	)
 	c.admin.Register(c.adminSrv)
 	healthpb.RegisterHealthServer(c.adminSrv, c.health)
+	s.buildAdminTLS(c, adminMetrics, logU, logS)
 
 	if c.httpLis != nil {
 		c.httpSrv = &http.Server{

@@ -50,9 +50,10 @@ type components struct {
 	auditRun *auditRun
 
 	agentSrv, adminSrv *grpc.Server
+	adminTLSSrv        *grpc.Server // nil without AdminAddress
 	httpSrv            *http.Server
 
-	agentLis, adminLis, httpLis, rpLis net.Listener
+	agentLis, adminLis, httpLis, rpLis, adminTLSLis net.Listener
 }
 
 // Run opens everything, serves until ctx ends or a component fails, then
@@ -183,9 +184,13 @@ func (s *Server) serve(ctx context.Context, c *components) error {
 	s.runGrantJobs(jobsCtx, c, jobs.Go)
 	s.runReputationJobs(jobsCtx, c, jobs.Go)
 
-	serveErr := make(chan error, 3)
+	serveErr := make(chan error, 4)
 	go func() { serveErr <- serveGRPC("agent API", c.agentSrv, c.agentLis) }()
 	go func() { serveErr <- serveGRPC("admin API", c.adminSrv, c.adminLis) }()
+	if c.adminTLSSrv != nil {
+		go func() { serveErr <- serveGRPC("admin API (mTLS)", c.adminTLSSrv, c.adminTLSLis) }()
+		s.log.Info("admin API listening with mutual TLS", telemetry.Address, c.adminTLSLis.Addr().String())
+	}
 	if c.httpLis != nil {
 		go func() { serveErr <- serveHTTP(c.httpSrv, c.httpLis) }()
 	}
@@ -214,9 +219,12 @@ func (s *Server) shutdown(c *components, stopJobs context.CancelFunc) {
 	c.health.Shutdown()
 	stopJobs()
 	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { gracefulStop(c.agentSrv, deadline); done <- struct{}{} }()
 	go func() { gracefulStop(c.adminSrv, deadline); done <- struct{}{} }()
+	if c.adminTLSSrv != nil {
+		go func() { gracefulStop(c.adminTLSSrv, deadline); done <- struct{}{} }()
+	}
 	if c.httpSrv != nil {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		if err := c.httpSrv.Shutdown(ctx); err != nil {
@@ -226,6 +234,9 @@ func (s *Server) shutdown(c *components, stopJobs context.CancelFunc) {
 	}
 	<-done
 	<-done
+	if c.adminTLSSrv != nil {
+		<-done
+	}
 }
 
 // gracefulStop lets in-flight RPCs finish until deadline, then cuts them.
@@ -273,7 +284,7 @@ func (s *Server) removeAdminSocket() {
 }
 
 func (c *components) closeListeners() {
-	for _, l := range []net.Listener{c.agentLis, c.adminLis, c.httpLis, c.rpLis} {
+	for _, l := range []net.Listener{c.agentLis, c.adminLis, c.httpLis, c.rpLis, c.adminTLSLis} {
 		if l != nil {
 			_ = l.Close()
 		}

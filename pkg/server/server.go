@@ -95,6 +95,14 @@ type Config struct {
 	// the server's own user.
 	AdminAllowedUIDs []uint32
 	AdminAllowedGIDs []uint32
+	// AdminAddress, if set, also serves the admin API on TCP over mutual
+	// TLS: the client presents an X.509-SVID of the trust domain whose
+	// SPIFFE ID has an entry marked admin, or is in AdminAllowedIDs.
+	// Remote operators and approvers use it (nhidctl --server).
+	AdminAddress string
+	// AdminAllowedIDs may call the admin API over mTLS without an admin
+	// entry: the first operators, before they have registered any.
+	AdminAllowedIDs []spiffeid.ID
 	// HealthAddress serves /metrics, /healthz and /readyz; "" disables it
 	// (the binary defaults it to DefaultHealthAddress).
 	HealthAddress string
@@ -158,6 +166,7 @@ type Server struct {
 	agentAddr atomic.Pointer[net.Addr]
 	httpAddr  atomic.Pointer[net.Addr]
 	rpAddr    atomic.Pointer[net.Addr]
+	adminAddr atomic.Pointer[net.Addr]
 	// policy is the grant policy engine once loaded, for ReloadPolicy.
 	policy atomic.Pointer[policy.Engine]
 	// readyCheck answers /readyz once the store is open.
@@ -197,6 +206,16 @@ func (cfg *Config) setDefaults() error {
 	if cfg.HealthAddress != "" {
 		if err := ValidateAddress(cfg.HealthAddress); err != nil {
 			fail("HealthAddress", "%v", err)
+		}
+	}
+	if cfg.AdminAddress != "" {
+		if err := ValidateAddress(cfg.AdminAddress); err != nil {
+			fail("AdminAddress", "%v", err)
+		}
+	}
+	for i, id := range cfg.AdminAllowedIDs {
+		if !id.MemberOf(cfg.TrustDomain) {
+			fail(fmt.Sprintf("AdminAllowedIDs[%d]", i), "%q is not in trust domain %q", id, cfg.TrustDomain.Name())
 		}
 	}
 	cfg.AdminSocket = orDefault(cfg.AdminSocket, DefaultAdminSocket)

@@ -28,17 +28,19 @@ func startServer(t testing.TB) *server {
 	return startServerAt(t, dir, freePort(t))
 }
 
-func startServerAt(t testing.TB, dir string, port int) *server {
+// startServerAt starts nhid-server on dir and port with the standard
+// test flags, then extra ones.
+func startServerAt(t testing.TB, dir string, port int, extra ...string) *server {
 	t.Helper()
 	s := &server{dir: dir, adminSock: filepath.Join(dir, "admin.sock"), port: port, healthPort: freePort(t)}
-	s.proc = startProc(t, "nhid-server", filepath.Join(dir, "server.log"), nil, "nhid-server", "run",
+	s.proc = startProc(t, "nhid-server", filepath.Join(dir, "server.log"), nil, "nhid-server", append([]string{"run",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--trust-domain", trustDomain,
 		"--bind", s.addr(),
 		"--admin-socket", s.adminSock,
 		"--health-address", fmt.Sprintf("127.0.0.1:%d", s.healthPort),
 		"--relying-party-address", "127.0.0.1:0",
-		"--log-level", "debug")
+		"--log-level", "debug"}, extra...)...)
 	eventually(t, waitTimeout, "nhid-server ready", func() error {
 		if s.exited() {
 			return fmt.Errorf("nhid-server exited:\n%s", s.log())

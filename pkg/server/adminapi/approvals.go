@@ -100,10 +100,14 @@ func (h *approvalService) decide(ctx context.Context, action, id, reason string,
 	return g, nil
 }
 
-// approver is the caller as the grant service records approvers: the
-// kernel's uid, the user name it maps to (empty when it has none) and
-// callerName's "unix:<user>(<uid>)".
+// approver is the caller as the grant service records approvers: on the
+// mTLS listener its SPIFFE ID; on the admin socket the kernel's uid, the
+// user name it maps to (empty when it has none) and callerName's
+// "unix:<user>(<uid>)".
 func approver(ctx context.Context) (grant.Principal, bool) {
+	if id, ok := svidCaller(ctx); ok {
+		return grant.Principal{Name: id.String(), SPIFFEID: id.String()}, true
+	}
 	p, ok := peercred.FromContext(ctx)
 	if !ok {
 		return grant.Principal{}, false

@@ -108,7 +108,9 @@ func (s *Service) audit(ctx context.Context, ch change, err error) {
 		return
 	}
 	base := []slog.Attr{slog.String(telemetry.Method, methodName(ctx))}
-	if p, ok := peercred.FromContext(ctx); ok {
+	if id, ok := svidCaller(ctx); ok {
+		base = append(base, slog.String(telemetry.SPIFFEID, id.String()))
+	} else if p, ok := peercred.FromContext(ctx); ok {
 		base = append(base, slog.Uint64(telemetry.UID, uint64(p.UID())), slog.Int(telemetry.PID, int(p.PID())))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "admin change", append(base, ch.attrs...)...)

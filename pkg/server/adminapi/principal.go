@@ -13,11 +13,16 @@ import (
 // refuses those, so it shows only where the interceptors are not used.
 const unknownCaller = "unknown"
 
-// callerName names the admin caller for audit records and approvals:
-// "unix:<user>(<uid>)" from the kernel's peer credentials, with the uid in
-// place of the user name when the uid has no passwd entry. Only the uid is
-// trusted; the name is looked up for people reading the log.
+// callerName names the admin caller for audit records and approvals: on
+// the mTLS listener, the SPIFFE ID of its verified X.509-SVID; on the
+// admin socket, "unix:<user>(<uid>)" from the kernel's peer credentials,
+// with the uid in place of the user name when the uid has no passwd
+// entry. Only the uid is trusted; the name is looked up for people
+// reading the log.
 func callerName(ctx context.Context) string {
+	if id, ok := svidCaller(ctx); ok {
+		return id.String()
+	}
 	p, ok := peercred.FromContext(ctx)
 	if !ok {
 		return unknownCaller

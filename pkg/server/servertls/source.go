@@ -94,6 +94,10 @@ func New(cfg Config) (*Source, error) {
 // ID is the SPIFFE ID the server presents.
 func (s *Source) ID() spiffeid.ID { return s.id }
 
+// Bundles is the trust bundle source client certificates are verified
+// against.
+func (s *Source) Bundles() *Bundles { return s.cfg.Bundles }
+
 // Certificate is the current server certificate, nil before the first Rotate.
 func (s *Source) Certificate() *tls.Certificate { return s.cert.Load() }
 

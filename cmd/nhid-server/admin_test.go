@@ -1,0 +1,71 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+func TestToServerConfig_AdminMTLSSettingsAndTheFlagWins(t *testing.T) {
+	path := writeConfig(t, `version: 1
+server:
+  data_dir: /srv/nhid
+  admin:
+    address: "0.0.0.0:8444"
+    allowed_spiffe_ids: ["spiffe://example.org/ops/bootstrap"]
+`)
+	s, err := resolveArgs(t, "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := toServerConfig(s)
+	if err != nil {
+		t.Fatalf("toServerConfig: %v", err)
+	}
+	want := []spiffeid.ID{spiffeid.RequireFromString("spiffe://example.org/ops/bootstrap")}
+	if cfg.AdminAddress != "0.0.0.0:8444" || !cmp.Equal(want, cfg.AdminAllowedIDs, cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })) {
+		t.Errorf("admin address %q, allowed %v", cfg.AdminAddress, cfg.AdminAllowedIDs)
+	}
+	s, err = resolveArgs(t, "--config", path, "--admin-address", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = toServerConfig(s); err != nil || cfg.AdminAddress != "" {
+		t.Errorf("--admin-address \"\" over the file: %q, %v; want it disabled", cfg.AdminAddress, err)
+	}
+	if s, err = resolveArgs(t, "--data-dir", "/srv/nhid"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = toServerConfig(s); err != nil || cfg.AdminAddress != "" {
+		t.Errorf("default admin address %q, %v; want none (the socket only)", cfg.AdminAddress, err)
+	}
+}
+
+func TestToServerConfig_AdminMTLSProblemsNameTheirPaths(t *testing.T) {
+	path := writeConfig(t, `version: 1
+server:
+  data_dir: /srv/nhid
+  admin:
+    address: "nowhere"
+    allowed_spiffe_ids: ["spiffe://example.org/ok", "not a spiffe id", "spiffe://other.org/ops"]
+`)
+	s, err := resolveArgs(t, "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = toServerConfig(s)
+	for _, want := range []string{
+		"server.admin.address",
+		`server.admin.allowed_spiffe_ids[1]: "not a spiffe id" is not a SPIFFE ID`,
+		`server.admin.allowed_spiffe_ids[2]: "spiffe://other.org/ops" is not in trust domain "example.org"`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "allowed_spiffe_ids[0]") {
+		t.Errorf("error %v blames a valid ID", err)
+	}
+}
