@@ -2,23 +2,20 @@ package main
 
 import (
 	"math"
-	"net/url"
 	"slices"
 	"time"
 
 	"github.com/nhid/nhid/pkg/config"
-	"github.com/nhid/nhid/pkg/notify"
 	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/server"
 )
 
-// Bounds of the reputation and notify settings, checked here so that a
-// mistake names its setting.
+// Bounds of the reputation settings, checked here so that a mistake
+// names its setting.
 const (
 	maxHalfLife         = 365 * 24 * time.Hour
 	maxReportsPerMinute = 6000
 	maxReportBurst      = 1000
-	maxWebhookTimeout   = 5 * time.Minute
 )
 
 // reputationSettings tune scores (docs/reputation.md). Every value left
@@ -37,18 +34,6 @@ type reputationSettings struct {
 	// send; ReportBurst how many at once.
 	ReportRate  float64 `yaml:"report_rate"`
 	ReportBurst int     `yaml:"report_burst"`
-}
-
-// notifySettings configure owner notifications (docs/notifications.md).
-type notifySettings struct {
-	Webhook webhookSettings `yaml:"webhook"`
-}
-
-type webhookSettings struct {
-	URL         string `yaml:"url"`
-	SecretFile  string `yaml:"secret_file"`
-	Timeout     string `yaml:"timeout"`
-	MaxAttempts int    `yaml:"max_attempts"`
 }
 
 // reputationConfig converts the reputation section.
@@ -121,37 +106,4 @@ func weights(errs *config.Errors, path string, in map[string]float64) map[reputa
 		}
 	}
 	return out
-}
-
-// notifyConfig converts the notify section; the secret file is read once
-// here to report a problem with its path (the server reads it again).
-func notifyConfig(errs *config.Errors, path string, n notifySettings) server.NotifyConfig {
-	wh, p := n.Webhook, config.Join(path, "webhook")
-	if wh.URL == "" {
-		if wh != (webhookSettings{}) {
-			errs.Addf(config.Join(p, "url"), "required when other webhook settings are given")
-		}
-		return server.NotifyConfig{}
-	}
-	u, err := url.Parse(wh.URL)
-	switch {
-	case err != nil:
-		errs.Addf(config.Join(p, "url"), "not a URL")
-	case u.Scheme != "http" && u.Scheme != "https":
-		errs.Addf(config.Join(p, "url"), "scheme %q is not http or https", u.Scheme)
-	case u.Host == "":
-		errs.Addf(config.Join(p, "url"), "has no host")
-	case u.User != nil:
-		errs.Addf(config.Join(p, "url"), "may not hold user info")
-	}
-	if wh.SecretFile == "" {
-		errs.Addf(config.Join(p, "secret_file"), "required with url: the HMAC key receivers check signatures with")
-	} else if _, err := notify.ReadSecretFile(wh.SecretFile); err != nil {
-		errs.Addf(config.Join(p, "secret_file"), "%v", err)
-	}
-	return server.NotifyConfig{Webhook: server.WebhookConfig{
-		URL: wh.URL, SecretFile: wh.SecretFile,
-		Timeout:     ttl(errs, config.Join(p, "timeout"), wh.Timeout, time.Second, maxWebhookTimeout),
-		MaxAttempts: bounded(errs, config.Join(p, "max_attempts"), wh.MaxAttempts, notify.MaxMaxAttempts),
-	}}
 }

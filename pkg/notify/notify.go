@@ -1,7 +1,10 @@
 // Package notify tells people about things that need them: a grant waiting
 // for approval, a reputation score that crossed a threshold. The webhook
-// sender posts signed JSON (HMAC-SHA256) and retries with backoff;
-// docs/notifications.md describes the body and how to check the signature.
+// sender posts signed JSON (HMAC-SHA256) and retries with backoff; the
+// router sends each owner's notifications to the webhook of the route
+// that matches the owner (a team's own endpoint and secret), each route
+// with its own queue. docs/notifications.md describes the body, the
+// routing and how to check the signature.
 package notify
 
 import "context"
