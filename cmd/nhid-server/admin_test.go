@@ -1,11 +1,14 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/nhid/nhid/pkg/server/adminapi"
 )
 
 func TestToServerConfig_AdminMTLSSettingsAndTheFlagWins(t *testing.T) {
@@ -15,6 +18,8 @@ server:
   admin:
     address: "0.0.0.0:8444"
     allowed_spiffe_ids: ["spiffe://example.org/ops/bootstrap"]
+    roles:
+      - {name: approvers, spiffe_ids: ["spiffe://example.org/approvers/*"], permissions: [approve]}
 `)
 	s, err := resolveArgs(t, "--config", path)
 	if err != nil {
@@ -27,6 +32,11 @@ server:
 	want := []spiffeid.ID{spiffeid.RequireFromString("spiffe://example.org/ops/bootstrap")}
 	if cfg.AdminAddress != "0.0.0.0:8444" || !cmp.Equal(want, cfg.AdminAllowedIDs, cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })) {
 		t.Errorf("admin address %q, allowed %v", cfg.AdminAddress, cfg.AdminAllowedIDs)
+	}
+	if len(cfg.AdminRoles) != 1 || cfg.AdminRoles[0].Name != "approvers" || len(cfg.AdminRoles[0].IDs) != 1 ||
+		!cfg.AdminRoles[0].IDs[0].Match(spiffeid.RequireFromString("spiffe://example.org/approvers/alice")) ||
+		!slices.Equal(cfg.AdminRoles[0].Permissions, []adminapi.Permission{adminapi.PermApprove}) {
+		t.Errorf("admin roles %+v", cfg.AdminRoles)
 	}
 	s, err = resolveArgs(t, "--config", path, "--admin-address", "")
 	if err != nil {
@@ -50,6 +60,10 @@ server:
   admin:
     address: "nowhere"
     allowed_spiffe_ids: ["spiffe://example.org/ok", "not a spiffe id", "spiffe://other.org/ops"]
+    roles:
+      - {name: a, spiffe_ids: ["spiffe://example.org/a/*"], permissions: [read]}
+      - {name: a, spiffe_ids: ["spiffe://example.org/b/**"], permissions: [root]}
+      - {spiffe_ids: [], permissions: []}
 `)
 	s, err := resolveArgs(t, "--config", path)
 	if err != nil {
@@ -60,12 +74,18 @@ server:
 		"server.admin.address",
 		`server.admin.allowed_spiffe_ids[1]: "not a spiffe id" is not a SPIFFE ID`,
 		`server.admin.allowed_spiffe_ids[2]: "spiffe://other.org/ops" is not in trust domain "example.org"`,
+		`server.admin.roles[1].name: "a" is the name of an earlier role`,
+		"server.admin.roles[1].spiffe_ids[0]",
+		`server.admin.roles[1].permissions[0]: unknown permission "root"`,
+		"server.admin.roles[2].name: required",
+		"server.admin.roles[2].spiffe_ids: at least one",
+		"server.admin.roles[2].permissions: at least one",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not say %s", err, want)
 		}
 	}
-	if strings.Contains(err.Error(), "allowed_spiffe_ids[0]") {
+	if strings.Contains(err.Error(), "allowed_spiffe_ids[0]") || strings.Contains(err.Error(), "roles[0]") {
 		t.Errorf("error %v blames a valid ID", err)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/x509/pkix"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,6 +43,7 @@ func toServerConfig(s settings) (server.Config, error) {
 	}
 	cfg.AdminAddress = address(&errs, "server.admin.address", s.Admin.Address, true)
 	cfg.AdminAllowedIDs = spiffeIDs(&errs, "server.admin.allowed_spiffe_ids", cfg.TrustDomain, s.Admin.AllowedSPIFFEIDs)
+	cfg.AdminRoles = adminRoles(&errs, "server.admin.roles", cfg.TrustDomain, s.Admin.Roles)
 	cfg.Store = storeConfig(&errs, "server.store", s.Store)
 	cfg.JoinTokenDefaultTTL = ttl(&errs, "server.join_token.default_ttl", s.JoinToken.DefaultTTL, time.Second, maxJoinTokenTTL)
 	cfg.Policy = policyConfig(&errs, "server.policy", s.Policy)
@@ -63,24 +63,6 @@ func trustDomain(errs *config.Errors, path, s string) spiffeid.TrustDomain {
 		errs.Addf(path, "%q is not a trust domain: %v", s, err)
 	}
 	return td
-}
-
-// spiffeIDs parses a list of SPIFFE IDs of trust domain td.
-func spiffeIDs(errs *config.Errors, path string, td spiffeid.TrustDomain, ss []string) []spiffeid.ID {
-	var out []spiffeid.ID
-	for i, s := range ss {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		id, err := spiffeid.FromString(s)
-		switch {
-		case err != nil:
-			errs.Addf(p, "%q is not a SPIFFE ID: %v", s, err)
-		case !td.IsZero() && !id.MemberOf(td):
-			errs.Addf(p, "%q is not in trust domain %q", s, td.Name())
-		default:
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 func dataDir(errs *config.Errors, path, s string) string {

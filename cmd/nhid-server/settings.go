@@ -84,6 +84,14 @@ type adminSettings struct {
 	// Address serves the admin API over mutual TLS as well ("" = off).
 	Address          string   `yaml:"address"`
 	AllowedSPIFFEIDs []string `yaml:"allowed_spiffe_ids"`
+	// Roles narrow what some admin identities may do over mTLS.
+	Roles []adminRoleSettings `yaml:"roles"`
+}
+
+type adminRoleSettings struct {
+	Name        string   `yaml:"name"`
+	SPIFFEIDs   []string `yaml:"spiffe_ids"`
+	Permissions []string `yaml:"permissions"`
 }
 
 // Default settings; what a setting left out of file and flags means.

@@ -40,7 +40,8 @@ func (s *Server) buildAdminTLS(c *components, m *telemetry.GRPCMetrics, logU grp
 		return
 	}
 	authU, authS := adminapi.AuthorizeSVID(adminapi.SVIDAuthConfig{
-		Verifier: c.tls.Bundles(), Entries: c.store, AllowedIDs: s.cfg.AdminAllowedIDs, Clock: s.cfg.Clock,
+		Verifier: c.tls.Bundles(), Entries: c.store, AllowedIDs: s.cfg.AdminAllowedIDs,
+		Roles: s.cfg.AdminRoles, Clock: s.cfg.Clock,
 	})
 	c.adminTLSSrv = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(adminTLSConfig(c.tls.TLSConfig()))),

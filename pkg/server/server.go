@@ -24,6 +24,7 @@ import (
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/clock"
 	"github.com/nhid/nhid/pkg/policy"
+	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/store"
 	"github.com/nhid/nhid/pkg/svid"
 	"github.com/nhid/nhid/pkg/telemetry"
@@ -103,6 +104,9 @@ type Config struct {
 	// AdminAllowedIDs may call the admin API over mTLS without an admin
 	// entry: the first operators, before they have registered any.
 	AdminAllowedIDs []spiffeid.ID
+	// AdminRoles narrow what matching admin identities may call over
+	// mTLS (adminapi.Role); an identity no role matches may call all.
+	AdminRoles []adminapi.Role
 	// HealthAddress serves /metrics, /healthz and /readyz; "" disables it
 	// (the binary defaults it to DefaultHealthAddress).
 	HealthAddress string

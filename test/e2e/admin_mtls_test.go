@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,15 @@ func ctlTLS(a *agent, adminAddr string, args ...string) (string, error) {
 func TestAdminMTLS_OnlyAnAdminEntrysSVIDGetsInAndItNamesTheActor(t *testing.T) {
 	t.Parallel()
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	s := startServerAt(t, shortTempDir(t), freePort(t), "--admin-address", adminAddr)
+	dir := shortTempDir(t)
+	config := filepath.Join(dir, "server.yaml")
+	writeTestFile(t, config, `version: 1
+server:
+  admin:
+    roles:
+      - {name: approvers, spiffe_ids: ["spiffe://`+trustDomain+`/approvers/*"], permissions: [approve]}
+`)
+	s := startServerAt(t, dir, freePort(t), "--config", config, "--admin-address", adminAddr)
 	a, agentID := startAgent(t, s)
 
 	// No entry selects nhidctl yet: the agent refuses it an SVID, and
@@ -89,6 +98,21 @@ func TestAdminMTLS_OnlyAnAdminEntrysSVIDGetsInAndItNamesTheActor(t *testing.T) {
 		}
 		return fmt.Errorf("no admin.entry.create record by %s in:\n%s", opsID, out)
 	})
+
+	// Under a role that may approve (and so read) but not write, the same
+	// entry's new SPIFFE ID reads and is refused changes.
+	approverID := "spiffe://" + trustDomain + "/approvers/alice"
+	s.mustCtl(t, "entry", "update", created.Entry.ID, "--spiffe-id", approverID)
+	eventually(t, waitTimeout, "nhidctl holding the approver SVID", func() error {
+		_, err := ctlTLS(a, adminAddr, "entry", "create", "--spiffe-id", workerID+"-2", "--parent-id", agentID, "--selector", "unix:uid:4243")
+		if err == nil || !strings.Contains(err.Error(), approverID+" has role approvers (approve); /nhid.admin.v1.EntryService/CreateEntry needs write") {
+			return fmt.Errorf("entry create as the approver: %v", err)
+		}
+		return nil
+	})
+	if _, err := ctlTLS(a, adminAddr, "approval", "list"); err != nil {
+		t.Fatalf("approval list as the approver: %v", err)
+	}
 
 	// Revoking the flag shuts the door again, on the next call.
 	s.mustCtl(t, "entry", "update", created.Entry.ID, "--admin=false")

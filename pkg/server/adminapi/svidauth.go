@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -39,6 +40,9 @@ type SVIDAuthConfig struct {
 	// AllowedIDs may call the admin API whatever their entries say: the
 	// bootstrap operators, before any admin entry exists.
 	AllowedIDs []spiffeid.ID
+	// Roles narrow what matching identities may call (roles.go); an
+	// identity no role matches may call every method.
+	Roles []Role
 	// Clock decides whether an entry has expired; default the wall clock.
 	Clock clock.Clock
 }
@@ -52,13 +56,15 @@ const adminEntryPage = 100
 // X.509-SVID of the trust domain (verified again at every call, so an
 // SVID that expired on a long-lived connection stops working) and its
 // SPIFFE ID is one of cfg.AllowedIDs or has a registration entry marked
-// admin that has not expired. The entry is read at every call: clearing
+// admin that has not expired, and, if a role matches it, the role permits
+// the method. The entry is read at every call: clearing
 // the admin flag or deleting the entry takes effect at once. The caller's
 // SPIFFE ID names it in audit records and approvals.
 func AuthorizeSVID(cfg SVIDAuthConfig) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	a := &svidAuthorizer{cfg: cfg}
 	a.cfg.Clock = clock.OrReal(cfg.Clock)
 	a.cfg.AllowedIDs = slices.Clone(cfg.AllowedIDs)
+	a.cfg.Roles = slices.Clone(cfg.Roles)
 	return a.unary, a.stream
 }
 
@@ -76,7 +82,7 @@ func svidCaller(ctx context.Context) (spiffeid.ID, bool) {
 	return id, ok
 }
 
-func (a *svidAuthorizer) check(ctx context.Context) (context.Context, error) {
+func (a *svidAuthorizer) check(ctx context.Context, method string) (context.Context, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "admin api: no peer information")
@@ -96,6 +102,12 @@ func (a *svidAuthorizer) check(ctx context.Context) (context.Context, error) {
 	if !allowed {
 		return nil, status.Errorf(codes.PermissionDenied,
 			"admin api: %s is not an admin identity; register its entry with --admin, or add it to server.admin.allowed_spiffe_ids", id)
+	}
+	if role, ok := roleOf(a.cfg.Roles, id); ok {
+		if need := methodPermission(method); !role.permits(need) {
+			return nil, status.Errorf(codes.PermissionDenied,
+				"admin api: %s has role %s (%s); %s needs %s", id, role.Name, joinPermissions(role.Permissions), method, need)
+		}
 	}
 	return context.WithValue(ctx, svidCallerKey{}, id), nil
 }
@@ -122,21 +134,29 @@ func (a *svidAuthorizer) allowed(ctx context.Context, id spiffeid.ID) (bool, err
 	}
 }
 
+func joinPermissions(ps []Permission) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = string(p)
+	}
+	return strings.Join(s, ", ")
+}
+
 // entryExpired reports whether e's expires_at has passed at now.
 func entryExpired(e *typesv1.Entry, now time.Time) bool {
 	return e.GetExpiresAt() != 0 && now.Unix() >= e.GetExpiresAt()
 }
 
-func (a *svidAuthorizer) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := a.check(ctx)
+func (a *svidAuthorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := a.check(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
-func (a *svidAuthorizer) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := a.check(ss.Context())
+func (a *svidAuthorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := a.check(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
 	}
