@@ -21,14 +21,7 @@ server:
     roles:
       - {name: approvers, spiffe_ids: ["spiffe://example.org/approvers/*"], permissions: [approve]}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	want := []spiffeid.ID{spiffeid.RequireFromString("spiffe://example.org/ops/bootstrap")}
 	if cfg.AdminAddress != "0.0.0.0:8444" || !cmp.Equal(want, cfg.AdminAllowedIDs, cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })) {
 		t.Errorf("admin address %q, allowed %v", cfg.AdminAddress, cfg.AdminAllowedIDs)
@@ -38,18 +31,11 @@ server:
 		!slices.Equal(cfg.AdminRoles[0].Permissions, []adminapi.Permission{adminapi.PermApprove}) {
 		t.Errorf("admin roles %+v", cfg.AdminRoles)
 	}
-	s, err = resolveArgs(t, "--config", path, "--admin-address", "")
-	if err != nil {
-		t.Fatal(err)
+	if cfg := mustConvert(t, "--config", path, "--admin-address", ""); cfg.AdminAddress != "" {
+		t.Errorf("--admin-address \"\" over the file: %q; want it disabled", cfg.AdminAddress)
 	}
-	if cfg, err = toServerConfig(s); err != nil || cfg.AdminAddress != "" {
-		t.Errorf("--admin-address \"\" over the file: %q, %v; want it disabled", cfg.AdminAddress, err)
-	}
-	if s, err = resolveArgs(t, "--data-dir", "/srv/nhid"); err != nil {
-		t.Fatal(err)
-	}
-	if cfg, err = toServerConfig(s); err != nil || cfg.AdminAddress != "" {
-		t.Errorf("default admin address %q, %v; want none (the socket only)", cfg.AdminAddress, err)
+	if cfg := mustConvert(t, "--data-dir", "/srv/nhid"); cfg.AdminAddress != "" {
+		t.Errorf("default admin address %q; want none (the socket only)", cfg.AdminAddress)
 	}
 }
 
@@ -65,11 +51,7 @@ server:
       - {name: a, spiffe_ids: ["spiffe://example.org/b/**"], permissions: [root]}
       - {spiffe_ids: [], permissions: []}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = toServerConfig(s)
+	_, err := convertArgs(t, "--config", path)
 	for _, want := range []string{
 		"server.admin.address",
 		`server.admin.allowed_spiffe_ids[1]: "not a spiffe id" is not a SPIFFE ID`,

@@ -8,14 +8,7 @@ import (
 
 func TestToServerConfig_ApprovalsTimeout(t *testing.T) {
 	path := writeConfig(t, "version: 1\nserver:\n  data_dir: /srv/nhid\n  approvals: {timeout: 45m}\n")
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	if cfg.Approvals.Timeout != 45*time.Minute {
 		t.Errorf("approval timeout %v, want 45m", cfg.Approvals.Timeout)
 	}

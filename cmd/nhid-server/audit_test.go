@@ -18,14 +18,7 @@ server:
   data_dir: /srv/nhid
   audit: {checkpoint_every: 500, checkpoint_interval: 30s, sink: `+sink+`, buffer: 4096}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	want := server.AuditConfig{CheckpointEvery: 500, CheckpointInterval: 30 * time.Second, Sink: sink, Buffer: 4096}
 	if diff := cmp.Diff(want, cfg.Audit); diff != "" {
 		t.Errorf("audit (-want +got):\n%s", diff)
@@ -38,11 +31,7 @@ server:
   data_dir: /srv/nhid
   audit: {checkpoint_every: -1, checkpoint_interval: 10ms, sink: relative.jsonl, buffer: 2000000}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = toServerConfig(s)
+	_, err := convertArgs(t, "--config", path)
 	for _, want := range []string{
 		"server.audit.checkpoint_every", "server.audit.checkpoint_interval", "server.audit.sink", "server.audit.buffer",
 	} {
@@ -57,11 +46,7 @@ server:
 	}
 	// A sink in a missing directory is caught before the server starts.
 	path = writeConfig(t, "version: 1\nserver:\n  data_dir: /srv/nhid\n  audit: {sink: /nonexistent/dir/audit.jsonl}\n")
-	s, err = resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := toServerConfig(s); err == nil || !strings.Contains(err.Error(), "server.audit.sink") {
+	if _, err := convertArgs(t, "--config", path); err == nil || !strings.Contains(err.Error(), "server.audit.sink") {
 		t.Errorf("a sink in a missing directory: %v", err)
 	}
 }

@@ -24,14 +24,7 @@ server:
   grants: {max_ttl: 30m, retention: 72h}
   relying_party: {address: "127.0.0.1:9443"}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	got := [5]any{cfg.Policy.Path, cfg.Policy.Location.String(), cfg.Grants.MaxTTL, cfg.Grants.Retention, cfg.RelyingPartyAddress}
 	want := [5]any{policy, "Europe/Berlin", 30 * time.Minute, 72 * time.Hour, "127.0.0.1:9443"}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -41,23 +34,12 @@ server:
 
 func TestToServerConfig_RelyingPartyFlagWinsAndEmptyDisables(t *testing.T) {
 	path := writeConfig(t, "version: 1\nserver:\n  relying_party: {address: \"127.0.0.1:9443\"}\n")
-	s, err := resolveArgs(t, "--config", path, "--data-dir", "/srv/nhid", "--relying-party-address", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mustConvert(t, "--config", path, "--data-dir", "/srv/nhid", "--relying-party-address", "")
 	if cfg.RelyingPartyAddress != "" {
 		t.Errorf("relying party address %q, want the flag's empty value", cfg.RelyingPartyAddress)
 	}
-	s, err = resolveArgs(t, "--data-dir", "/srv/nhid")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg, err = toServerConfig(s); err != nil || cfg.RelyingPartyAddress != server.DefaultRelyingPartyAddress {
-		t.Errorf("default relying party address %q, %v; want %s", cfg.RelyingPartyAddress, err, server.DefaultRelyingPartyAddress)
+	if cfg := mustConvert(t, "--data-dir", "/srv/nhid"); cfg.RelyingPartyAddress != server.DefaultRelyingPartyAddress {
+		t.Errorf("default relying party address %q; want %s", cfg.RelyingPartyAddress, server.DefaultRelyingPartyAddress)
 	}
 }
 
@@ -69,11 +51,7 @@ server:
   grants: {max_ttl: 48h, retention: 10s}
   relying_party: {address: "nowhere"}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = toServerConfig(s)
+	_, err := convertArgs(t, "--config", path)
 	for _, want := range []string{
 		"server.policy.path", "server.policy.timezone", "server.grants.max_ttl", "server.grants.retention",
 		"server.relying_party.address",

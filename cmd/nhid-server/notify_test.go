@@ -27,14 +27,7 @@ server:
       - owners: ["*@payments.example.org"]
         webhook: {url: "http://chat-bridge.payments.internal:8080/nhid", secret_file: `+payments+`}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	want := server.NotifyConfig{
 		Webhook: server.WebhookConfig{URL: "https://hooks.example.org/nhid", SecretFile: fallback},
 		Routes: []server.NotifyRoute{
@@ -66,14 +59,7 @@ server:
   notify:
     routes: [{owners: ["*"], webhook: {url: "https://hooks.example.org/all", secret_file: `+secret+`}}]
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	if cfg.Notify.Webhook != (server.WebhookConfig{}) || len(cfg.Notify.Routes) != 1 || cfg.Notify.Routes[0].Name != "route-0" {
 		t.Errorf("notify = %+v", cfg.Notify)
 	}
@@ -101,11 +87,7 @@ server:
         owners: ["*"]
         webhook: {url: "https://d.example.org/x", secret_file: `+good+`}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = toServerConfig(s)
+	_, err := convertArgs(t, "--config", path)
 	if err == nil {
 		t.Fatal("toServerConfig accepted bad routes")
 	}

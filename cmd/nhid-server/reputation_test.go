@@ -43,14 +43,7 @@ server:
   notify:
     webhook: {url: "https://hooks.example.org/nhid", secret_file: `+secret+`, timeout: 5s, max_attempts: 4}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	want := server.ReputationConfig{
 		Baseline: 600, HalfLife: 12 * time.Hour, AlertBelow: 350, RestrictBelow: 150,
 		Weights:   map[reputation.Kind]float64{reputation.KindGrantDenied: -40, reputation.KindGrantReleased: 2},
@@ -106,11 +99,7 @@ server:
   notify:
     webhook: {url: "ftp://hooks.example.org/nhid", secret_file: `+worldReadable+`, timeout: 1h, max_attempts: 500}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = toServerConfig(s)
+	_, err := convertArgs(t, "--config", path)
 	if err == nil {
 		t.Fatal("toServerConfig accepted bad settings")
 	}

@@ -43,15 +43,29 @@ func resolveArgs(t *testing.T, args ...string) (settings, error) {
 	return o.resolve(fs)
 }
 
-func TestToServerConfig_DataDirAloneIsEnough(t *testing.T) {
-	s, err := resolveArgs(t, "--data-dir", "./data")
+// convertArgs resolves args as the run command does (which must succeed)
+// and returns what toServerConfig makes of them.
+func convertArgs(t *testing.T, args ...string) (server.Config, error) {
+	t.Helper()
+	s, err := resolveArgs(t, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := toServerConfig(s)
+	return toServerConfig(s)
+}
+
+// mustConvert is convertArgs for settings that must be accepted.
+func mustConvert(t *testing.T, args ...string) server.Config {
+	t.Helper()
+	cfg, err := convertArgs(t, args...)
 	if err != nil {
 		t.Fatalf("toServerConfig: %v", err)
 	}
+	return cfg
+}
+
+func TestToServerConfig_DataDirAloneIsEnough(t *testing.T) {
+	cfg := mustConvert(t, "--data-dir", "./data")
 	abs, _ := filepath.Abs("./data")
 	want := server.Config{
 		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), DataDir: abs,
@@ -83,14 +97,12 @@ server:
   join_token: {default_ttl: 1h}
   admin: {allowed_uids: [1000, 1001], allowed_gids: [50]}
 `)
-	s, err := resolveArgs(t, "--config", path, "--trust-domain", "flag.example", "--health-address", "")
+	args := []string{"--config", path, "--trust-domain", "flag.example", "--health-address", ""}
+	s, err := resolveArgs(t, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, args...)
 	want := server.Config{
 		TrustDomain: spiffeid.RequireTrustDomainFromString("flag.example"), DataDir: "/srv/from-file",
 		BindAddress: "0.0.0.0:9000", AdminSocket: "/run/nhid/server.sock", HealthAddress: "",
@@ -126,11 +138,7 @@ server:
   svid: {default_x509_ttl: soon, agent_ttl: -1h}
   join_token: {default_ttl: 30d}
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = toServerConfig(s)
+	_, err := convertArgs(t, "--config", path)
 	if err == nil {
 		t.Fatal("toServerConfig succeeded, want errors")
 	}

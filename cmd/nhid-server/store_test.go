@@ -35,14 +35,7 @@ server:
     request_timeout: 4s
     lease_ttl: 15s
 `)
-	s, err := resolveArgs(t, "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := toServerConfig(s)
-	if err != nil {
-		t.Fatalf("toServerConfig: %v", err)
-	}
+	cfg := mustConvert(t, "--config", path)
 	want := server.StoreConfig{Kind: server.StoreEtcd, Etcd: etcd.Config{
 		Endpoints: []string{"https://etcd-0:2379", "https://etcd-1:2379"}, Prefix: "/prod/",
 		TLS:      etcd.TLSFiles{CAFile: dir + "/ca.pem", CertFile: dir + "/cert.pem", KeyFile: dir + "/key.pem"},
