@@ -26,10 +26,7 @@ import (
 // selfSignedCA makes a CA certificate for the trust domain.
 func selfSignedCA(t *testing.T) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(42),
 		Subject:               pkix.Name{Organization: []string{"nhid test"}},
@@ -40,15 +37,7 @@ func selfSignedCA(t *testing.T) *x509.Certificate {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	return signCert(t, tmpl, tmpl, key, key)
 }
 
 func jwtKey(t *testing.T) ([]byte, *ecdsa.PublicKey) {
