@@ -198,7 +198,7 @@ func simpleSignaturesOf(img v1.Image) ([]simpleSignature, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signature payload %s: %w", desc.Digest, err)
 		}
-		out = append(out, simpleSignature{payload: payload, signature: sig})
+		out = append(out, simpleSignature{payload: payload, signature: sig, keyless: keylessMaterialOf(desc.Annotations)})
 	}
 	return out, nil
 }

@@ -31,6 +31,9 @@ const (
 type keylessVerifier struct {
 	verifier   *verify.Verifier
 	identities []verify.PolicyOption
+	// trusted is the trusted root the verifier checks against; the cosign
+	// v2 path looks up Rekor log keys in it for clearer refusals.
+	trusted root.TrustedMaterial
 }
 
 // newKeylessVerifier returns nil when keyless verification is not
@@ -57,7 +60,7 @@ func newKeylessVerifier(rootJSON []byte, ids []Identity, skipSCT bool) (*keyless
 	if err != nil {
 		return nil, fmt.Errorf("TrustedRoot: %w", err)
 	}
-	kv := &keylessVerifier{verifier: v}
+	kv := &keylessVerifier{verifier: v, trusted: tr}
 	for i, id := range ids {
 		if (id.Subject == "") == (id.SubjectRegexp == "") || (id.Issuer == "") == (id.IssuerRegexp == "") {
 			return nil, fmt.Errorf("Identities[%d]: set exactly one of Subject and SubjectRegexp, and exactly one of Issuer and IssuerRegexp", i)

@@ -16,6 +16,10 @@
 //     configured trusted_root.json and accepted signer identities; the
 //     bundle must be an image signature (an in-toto statement of predicate
 //     type https://sigstore.dev/cosign/sign/v1) whose subject is the digest.
+//     cosign v2's keyless signatures in the .sig tag (a simple-signing
+//     layer with certificate, chain and Rekor bundle annotations) are
+//     turned into a Sigstore bundle v0.1 and verified the same way, offline:
+//     the Rekor signed entry timestamp stands in for an inclusion proof.
 //
 // Selectors (type "sigstore"):
 //
@@ -217,14 +221,20 @@ func (v *Verifier) Selectors(ctx context.Context, imageRef string) ([]selector.S
 // verify fetches and checks every signature of ref.
 func (v *Verifier) verify(ctx context.Context, ref name.Digest) ([]selector.Selector, error) {
 	log := v.log.With(telemetry.Image, ref.Context().Name(), telemetry.Digest, ref.DigestStr())
-	// Bundles may be key-signed too, so they are always looked for.
-	found, err := v.source.fetch(ctx, ref, len(v.keys) > 0, true)
+	// Bundles may be key-signed too, so they are always looked for; the
+	// .sig tag holds key-based and cosign v2 keyless signatures.
+	found, err := v.source.fetch(ctx, ref, len(v.keys) > 0 || v.keyless != nil, true)
 	if err != nil {
 		return nil, err
 	}
 	b := newBuilder()
 	for _, s := range found.simple {
-		v.checkSimpleSigning(log, ref, s, b)
+		if len(v.keys) > 0 {
+			v.checkSimpleSigning(log, ref, s, b)
+		}
+		if v.keyless != nil && s.keyless.isKeyless() {
+			v.checkKeylessSimpleSigning(log, ref, s, b)
+		}
 	}
 	for _, raw := range found.bundles {
 		v.checkBundle(log, ref, raw, b)

@@ -81,10 +81,12 @@ func keyBundleVerifier(ver signature.Verifier) (*verify.Verifier, error) {
 }
 
 // simpleSignature is one layer of a .sig image: the payload and the
-// signature over it.
+// signature over it, and for a cosign v2 keyless signature the signing
+// certificate, its chain and Rekor's bundle, as their annotations hold them.
 type simpleSignature struct {
 	payload   []byte
 	signature []byte
+	keyless   keylessMaterial
 }
 
 // simpleSigningPayload is the part of the payload that is checked.

@@ -143,13 +143,20 @@ type TokenStore interface {
 	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
 }
 
-// BundleStore persists trust bundles, keyed by trust domain name.
+// BundleStore persists trust bundles, keyed by trust domain name: the
+// server's own and the federated trust domains'.
 type BundleStore interface {
 	GetBundle(ctx context.Context, trustDomain string) (*typesv1.Bundle, error)
 	// UpdateBundle applies fn to the stored bundle (an empty bundle with the
 	// trust domain set if none is stored) in one transaction, bumping
 	// SequenceNumber. fn returning an error aborts with that error.
 	UpdateBundle(ctx context.Context, trustDomain string, fn func(*typesv1.Bundle) error) (*typesv1.Bundle, error)
+	// ListBundles returns every stored bundle, by trust domain name.
+	ListBundles(ctx context.Context) ([]*typesv1.Bundle, error)
+	// DeleteBundle removes a trust domain's bundle (ErrNotFound if none is
+	// stored); watchers get an EventBundle with Bundle nil and PrevBundle
+	// the deleted one.
+	DeleteBundle(ctx context.Context, trustDomain string) error
 }
 
 // LedgerStore persists the SVID ledger: what each SVID was issued for.
@@ -176,19 +183,22 @@ const (
 
 // Event is one committed change. For entries, Entry is the new state (nil on
 // delete) and PrevEntry the old one (nil on create). For nodes, Node is the
-// new state (nil on delete) and PrevNode the old one. For grants, Grant is
+// new state (nil on delete) and PrevNode the old one. For bundles, Bundle
+// is the new state (nil on delete) and PrevBundle the deleted one (set on
+// delete only). For grants, Grant is
 // the new state and PrevGrant the old one (nil on create); their Revision is
 // the grant's own revision (see GrantStore).
 type Event struct {
-	Revision  int64
-	Kind      EventKind
-	Entry     *typesv1.Entry
-	PrevEntry *typesv1.Entry
-	Node      *typesv1.Node
-	PrevNode  *typesv1.Node
-	Bundle    *typesv1.Bundle
-	Grant     *typesv1.Grant
-	PrevGrant *typesv1.Grant
+	Revision   int64
+	Kind       EventKind
+	Entry      *typesv1.Entry
+	PrevEntry  *typesv1.Entry
+	Node       *typesv1.Node
+	PrevNode   *typesv1.Node
+	Bundle     *typesv1.Bundle
+	PrevBundle *typesv1.Bundle
+	Grant      *typesv1.Grant
+	PrevGrant  *typesv1.Grant
 }
 
 // Watcher streams committed changes.

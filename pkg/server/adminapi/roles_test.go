@@ -25,12 +25,15 @@ func TestMethodPermission_EveryAdminMethodIsClassified(t *testing.T) {
 		"ListGrants": PermRead, "GetGrant": PermRead, "RevokeGrant": PermWrite,
 		"GetIssuedSVID":   PermRead,
 		"ListReputations": PermRead, "GetReputation": PermRead, "ResetReputation": PermWrite,
+		"ListFederatedBundles": PermRead, "GetFederatedBundle": PermRead, "SetFederatedBundle": PermWrite,
+		"DeleteFederatedBundle": PermWrite, "ListFederationRelationships": PermRead,
 	}
 	seen := map[string]bool{}
 	for _, sd := range []grpc.ServiceDesc{
 		adminv1.EntryService_ServiceDesc, adminv1.NodeService_ServiceDesc, adminv1.JoinTokenService_ServiceDesc,
 		adminv1.BundleService_ServiceDesc, adminv1.ApprovalService_ServiceDesc, adminv1.AuditService_ServiceDesc,
 		adminv1.GrantService_ServiceDesc, adminv1.SVIDService_ServiceDesc, adminv1.ReputationService_ServiceDesc,
+		adminv1.FederationService_ServiceDesc,
 	} {
 		var names []string
 		for _, m := range sd.Methods {

@@ -75,6 +75,48 @@ func (s *Store) UpdateBundle(ctx context.Context, trustDomain string, fn func(*t
 	return out, nil
 }
 
+// ListBundles returns every stored bundle, by trust domain name (bbolt
+// keeps keys sorted).
+func (s *Store) ListBundles(ctx context.Context) ([]*typesv1.Bundle, error) {
+	var out []*typesv1.Bundle
+	err := s.view(ctx, "list bundles", func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketBundles).ForEach(func(k, v []byte) error {
+			b := &typesv1.Bundle{}
+			if err := unmarshal(v, b); err != nil {
+				return fmt.Errorf("bundle of %q: %w", k, err)
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteBundle removes a trust domain's bundle.
+func (s *Store) DeleteBundle(ctx context.Context, trustDomain string) error {
+	if trustDomain == "" {
+		return fmt.Errorf("delete bundle: trust_domain is empty: %w", store.ErrInvalidArgument)
+	}
+	return s.update(ctx, "delete bundle", func(w *writeTx) error {
+		b := w.bucket(bucketBundles)
+		prev, err := loadBundle(b, trustDomain)
+		if err != nil {
+			return err
+		}
+		if prev == nil {
+			return fmt.Errorf("bundle of %q: %w", trustDomain, store.ErrNotFound)
+		}
+		if err := b.Delete([]byte(trustDomain)); err != nil {
+			return fmt.Errorf("delete bundle of %q: %w", trustDomain, err)
+		}
+		w.emit(store.Event{Revision: w.nextRevision(), Kind: store.EventBundle, PrevBundle: prev})
+		return nil
+	})
+}
+
 // loadBundle reads a bundle, returning nil if absent.
 func loadBundle(b *bbolt.Bucket, trustDomain string) (*typesv1.Bundle, error) {
 	v := b.Get([]byte(trustDomain))

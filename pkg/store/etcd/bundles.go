@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -78,6 +79,52 @@ func (s *Store) UpdateBundle(ctx context.Context, trustDomain string, fn func(*t
 		return nil, err
 	}
 	return out, nil
+}
+
+// ListBundles returns every stored bundle, by trust domain name (etcd
+// returns keys sorted).
+func (s *Store) ListBundles(ctx context.Context) ([]*typesv1.Bundle, error) {
+	const op = "list bundles"
+	p := s.keys.bundle("")
+	resp, err := s.get(ctx, op, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*typesv1.Bundle, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		b := &typesv1.Bundle{}
+		if err := proto.Unmarshal(kv.Value, b); err != nil {
+			return nil, fmt.Errorf("%s: decode bundle of %q: %w", op, strings.TrimPrefix(string(kv.Key), p), err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// DeleteBundle removes a trust domain's bundle if nobody changed it since
+// it was read.
+func (s *Store) DeleteBundle(ctx context.Context, trustDomain string) error {
+	const op = "delete bundle"
+	if trustDomain == "" {
+		return fmt.Errorf("%s: trust_domain is empty: %w", op, store.ErrInvalidArgument)
+	}
+	return s.retry(ctx, op, func() (bool, error) {
+		prev, kv, err := s.loadBundle(ctx, op, trustDomain)
+		if err != nil {
+			return false, err
+		}
+		if prev == nil {
+			return false, fmt.Errorf("%s: bundle of %q: %w", op, trustDomain, store.ErrNotFound)
+		}
+		k := s.keys.bundle(trustDomain)
+		resp, err := s.txn(ctx, op,
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)},
+			[]clientv3.Op{clientv3.OpDelete(k), s.putMarker(0)}, nil)
+		if err != nil || !resp.Succeeded {
+			return false, err
+		}
+		return true, nil
+	})
 }
 
 // loadBundle reads a bundle and its key-value; nil, nil if absent.

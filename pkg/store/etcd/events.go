@@ -78,12 +78,25 @@ func (s *Store) decodeEvent(ev *clientv3.Event) (store.Event, bool, error) {
 			out.PrevNode, err = decodeNode(ev.PrevKv)
 		}
 		return out, true, err
-	case strings.HasPrefix(key, prefixBundles) && !del:
+	case strings.HasPrefix(key, prefixBundles):
+		out := store.Event{Kind: store.EventBundle, Revision: delRev}
+		kv := ev.Kv
+		if del {
+			if ev.PrevKv == nil {
+				return store.Event{}, false, fmt.Errorf("bundle of %q deleted without its previous value", strings.TrimPrefix(key, prefixBundles))
+			}
+			kv = ev.PrevKv
+		}
 		b := &typesv1.Bundle{}
-		if err := proto.Unmarshal(ev.Kv.Value, b); err != nil {
+		if err := proto.Unmarshal(kv.Value, b); err != nil {
 			return store.Event{}, false, fmt.Errorf("decode bundle: %w", err)
 		}
-		return store.Event{Kind: store.EventBundle, Revision: delRev, Bundle: b}, true, nil
+		if del {
+			out.PrevBundle = b
+		} else {
+			out.Bundle = b
+		}
+		return out, true, nil
 	case strings.HasPrefix(key, prefixGrants) && !del:
 		return grantEvent(ev)
 	}

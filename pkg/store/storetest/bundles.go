@@ -17,6 +17,7 @@ var bundleTests = []suiteTest{
 	{"GetBeforeFirstUpdateIsNotFound", testGetBundleNotFound},
 	{"UpdateCreatesAndBumpsSequence", testUpdateBundle},
 	{"UpdateFnErrorChangesNothing", testUpdateBundleFnError},
+	{"ListAndDeleteFederatedBundles", testListDeleteBundles},
 }
 
 var ledgerTests = []suiteTest{
@@ -171,5 +172,65 @@ func testLedgerPrune(t *testing.T, s store.Store) {
 	want := []string{"serial-04", "serial-05", "serial-06", "serial-07", "serial-08", "serial-09"}
 	if diff := cmp.Diff(want, slices.Sorted(slices.Values(left))); diff != "" {
 		t.Errorf("rows left (-want +got):\n%s", diff)
+	}
+}
+
+// testListDeleteBundles stores bundles of several trust domains, as a
+// server federating with others does, lists and deletes them, and checks
+// what watchers see.
+func testListDeleteBundles(t *testing.T, s store.Store) {
+	if got, err := s.ListBundles(t.Context()); err != nil || len(got) != 0 {
+		t.Fatalf("ListBundles of an empty store = %v, %v", got, err)
+	}
+	for _, td := range []string{"partner.test", "example.org", "acme.example"} {
+		if _, err := s.UpdateBundle(t.Context(), td, addAuthority("ca-of-"+td)); err != nil {
+			t.Fatalf("UpdateBundle(%s): %v", td, err)
+		}
+	}
+	got, err := s.ListBundles(t.Context())
+	if err != nil {
+		t.Fatalf("ListBundles: %v", err)
+	}
+	var tds []string
+	for _, b := range got {
+		tds = append(tds, b.GetTrustDomain())
+		if len(b.GetX509Authorities()) != 1 || string(b.GetX509Authorities()[0].GetAsn1()) != "ca-of-"+b.GetTrustDomain() {
+			t.Errorf("listed bundle %v", b)
+		}
+	}
+	if diff := cmp.Diff([]string{"acme.example", "example.org", "partner.test"}, tds); diff != "" {
+		t.Errorf("listed trust domains (-want +got):\n%s", diff)
+	}
+
+	events := watch(t, s)
+	revBefore := revision(t, s)
+	before, err := s.GetBundle(t.Context(), "partner.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteBundle(t.Context(), "partner.test"); err != nil {
+		t.Fatalf("DeleteBundle: %v", err)
+	}
+	ev := nextEvent(t, events)
+	if ev.Kind != store.EventBundle || ev.Bundle != nil || protoDiff(before, ev.PrevBundle) != "" || ev.Revision <= revBefore {
+		t.Errorf("delete event %+v, want an EventBundle with the deleted bundle as PrevBundle after revision %d", ev, revBefore)
+	}
+	if rev := revision(t, s); rev <= revBefore {
+		t.Errorf("DeleteBundle left the revision at %d", rev)
+	}
+	_, err = s.GetBundle(t.Context(), "partner.test")
+	wantErrIs(t, err, store.ErrNotFound, "GetBundle after DeleteBundle")
+	wantErrIs(t, s.DeleteBundle(t.Context(), "partner.test"), store.ErrNotFound, "DeleteBundle of a deleted bundle")
+	wantErrIs(t, s.DeleteBundle(t.Context(), ""), store.ErrInvalidArgument, "DeleteBundle without a trust domain")
+	if got, err := s.ListBundles(t.Context()); err != nil || len(got) != 2 {
+		t.Errorf("ListBundles after a delete = %d bundles, %v; want 2", len(got), err)
+	}
+	// A bundle stored again after a delete starts a new life.
+	again, err := s.UpdateBundle(t.Context(), "partner.test", addAuthority("ca-2"))
+	if err != nil || len(again.GetX509Authorities()) != 1 {
+		t.Errorf("UpdateBundle after a delete = %v, %v; want only the new authority", again, err)
+	}
+	if ev := nextEvent(t, events); ev.Kind != store.EventBundle || ev.Bundle.GetTrustDomain() != "partner.test" {
+		t.Errorf("event after storing again: %+v", ev)
 	}
 }

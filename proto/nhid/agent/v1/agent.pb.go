@@ -485,9 +485,15 @@ type SyncResponse struct {
 	// snapshot_done is set on the last message of a snapshot or resume.
 	SnapshotDone bool `protobuf:"varint,5,opt,name=snapshot_done,json=snapshotDone,proto3" json:"snapshot_done,omitempty"`
 	// bundle is set when the bundle changed (and on the first message).
-	Bundle        *v1.Bundle `protobuf:"bytes,6,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bundle *v1.Bundle `protobuf:"bytes,6,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// When federated_bundles_set, federated_bundles is the complete set of
+	// other trust domains' bundles the agent must now hold (possibly none):
+	// sent on the first message and whenever any of them changes. Workloads
+	// receive those their entries' federates_with name.
+	FederatedBundles    []*v1.Bundle `protobuf:"bytes,7,rep,name=federated_bundles,json=federatedBundles,proto3" json:"federated_bundles,omitempty"`
+	FederatedBundlesSet bool         `protobuf:"varint,8,opt,name=federated_bundles_set,json=federatedBundlesSet,proto3" json:"federated_bundles_set,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
@@ -560,6 +566,20 @@ func (x *SyncResponse) GetBundle() *v1.Bundle {
 		return x.Bundle
 	}
 	return nil
+}
+
+func (x *SyncResponse) GetFederatedBundles() []*v1.Bundle {
+	if x != nil {
+		return x.FederatedBundles
+	}
+	return nil
+}
+
+func (x *SyncResponse) GetFederatedBundlesSet() bool {
+	if x != nil {
+		return x.FederatedBundlesSet
+	}
+	return false
 }
 
 type X509SVIDParams struct {
@@ -1063,7 +1083,7 @@ const file_nhid_agent_v1_agent_proto_rawDesc = "" +
 	"\x06bundle\x18\x02 \x01(\v2\x15.nhid.types.v1.BundleR\x06bundle\"Q\n" +
 	"\vSyncRequest\x12%\n" +
 	"\x0esince_revision\x18\x01 \x01(\x03R\rsinceRevision\x12\x1b\n" +
-	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"\xe5\x01\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"\xdd\x02\n" +
 	"\fSyncResponse\x12\x14\n" +
 	"\x05reset\x18\x01 \x01(\bR\x05reset\x12.\n" +
 	"\aupserts\x18\x02 \x03(\v2\x14.nhid.types.v1.EntryR\aupserts\x12\x1f\n" +
@@ -1071,7 +1091,9 @@ const file_nhid_agent_v1_agent_proto_rawDesc = "" +
 	"deletedIds\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12#\n" +
 	"\rsnapshot_done\x18\x05 \x01(\bR\fsnapshotDone\x12-\n" +
-	"\x06bundle\x18\x06 \x01(\v2\x15.nhid.types.v1.BundleR\x06bundle\"=\n" +
+	"\x06bundle\x18\x06 \x01(\v2\x15.nhid.types.v1.BundleR\x06bundle\x12B\n" +
+	"\x11federated_bundles\x18\a \x03(\v2\x15.nhid.types.v1.BundleR\x10federatedBundles\x122\n" +
+	"\x15federated_bundles_set\x18\b \x01(\bR\x13federatedBundlesSet\"=\n" +
 	"\x0eX509SVIDParams\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"M\n" +
@@ -1152,25 +1174,26 @@ var file_nhid_agent_v1_agent_proto_depIdxs = []int32{
 	16, // 3: nhid.agent.v1.RenewResponse.bundle:type_name -> nhid.types.v1.Bundle
 	17, // 4: nhid.agent.v1.SyncResponse.upserts:type_name -> nhid.types.v1.Entry
 	16, // 5: nhid.agent.v1.SyncResponse.bundle:type_name -> nhid.types.v1.Bundle
-	8,  // 6: nhid.agent.v1.MintX509SVIDsRequest.params:type_name -> nhid.agent.v1.X509SVIDParams
-	10, // 7: nhid.agent.v1.MintX509SVIDsResponse.results:type_name -> nhid.agent.v1.X509SVIDResult
-	0,  // 8: nhid.agent.v1.AgentService.Attest:input_type -> nhid.agent.v1.AttestRequest
-	4,  // 9: nhid.agent.v1.AgentService.Renew:input_type -> nhid.agent.v1.RenewRequest
-	6,  // 10: nhid.agent.v1.AgentService.Sync:input_type -> nhid.agent.v1.SyncRequest
-	9,  // 11: nhid.agent.v1.AgentService.MintX509SVIDs:input_type -> nhid.agent.v1.MintX509SVIDsRequest
-	12, // 12: nhid.agent.v1.AgentService.MintJWTSVID:input_type -> nhid.agent.v1.MintJWTSVIDRequest
-	14, // 13: nhid.agent.v1.AgentService.Reattest:input_type -> nhid.agent.v1.ReattestRequest
-	2,  // 14: nhid.agent.v1.AgentService.Attest:output_type -> nhid.agent.v1.AttestResponse
-	5,  // 15: nhid.agent.v1.AgentService.Renew:output_type -> nhid.agent.v1.RenewResponse
-	7,  // 16: nhid.agent.v1.AgentService.Sync:output_type -> nhid.agent.v1.SyncResponse
-	11, // 17: nhid.agent.v1.AgentService.MintX509SVIDs:output_type -> nhid.agent.v1.MintX509SVIDsResponse
-	13, // 18: nhid.agent.v1.AgentService.MintJWTSVID:output_type -> nhid.agent.v1.MintJWTSVIDResponse
-	15, // 19: nhid.agent.v1.AgentService.Reattest:output_type -> nhid.agent.v1.ReattestResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	16, // 6: nhid.agent.v1.SyncResponse.federated_bundles:type_name -> nhid.types.v1.Bundle
+	8,  // 7: nhid.agent.v1.MintX509SVIDsRequest.params:type_name -> nhid.agent.v1.X509SVIDParams
+	10, // 8: nhid.agent.v1.MintX509SVIDsResponse.results:type_name -> nhid.agent.v1.X509SVIDResult
+	0,  // 9: nhid.agent.v1.AgentService.Attest:input_type -> nhid.agent.v1.AttestRequest
+	4,  // 10: nhid.agent.v1.AgentService.Renew:input_type -> nhid.agent.v1.RenewRequest
+	6,  // 11: nhid.agent.v1.AgentService.Sync:input_type -> nhid.agent.v1.SyncRequest
+	9,  // 12: nhid.agent.v1.AgentService.MintX509SVIDs:input_type -> nhid.agent.v1.MintX509SVIDsRequest
+	12, // 13: nhid.agent.v1.AgentService.MintJWTSVID:input_type -> nhid.agent.v1.MintJWTSVIDRequest
+	14, // 14: nhid.agent.v1.AgentService.Reattest:input_type -> nhid.agent.v1.ReattestRequest
+	2,  // 15: nhid.agent.v1.AgentService.Attest:output_type -> nhid.agent.v1.AttestResponse
+	5,  // 16: nhid.agent.v1.AgentService.Renew:output_type -> nhid.agent.v1.RenewResponse
+	7,  // 17: nhid.agent.v1.AgentService.Sync:output_type -> nhid.agent.v1.SyncResponse
+	11, // 18: nhid.agent.v1.AgentService.MintX509SVIDs:output_type -> nhid.agent.v1.MintX509SVIDsResponse
+	13, // 19: nhid.agent.v1.AgentService.MintJWTSVID:output_type -> nhid.agent.v1.MintJWTSVIDResponse
+	15, // 20: nhid.agent.v1.AgentService.Reattest:output_type -> nhid.agent.v1.ReattestResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_nhid_agent_v1_agent_proto_init() }

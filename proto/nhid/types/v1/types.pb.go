@@ -173,7 +173,12 @@ type Entry struct {
 	// revision is the store revision of the last change; set by the server.
 	Revision int64 `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
 	// created_at is a unix time in seconds; set by the server.
-	CreatedAt     int64 `protobuf:"varint,15,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt int64 `protobuf:"varint,15,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// federates_with names other trust domains whose bundles the entry's
+	// workloads receive next to their own (SPIFFE federation), so that they
+	// can verify SVIDs of those trust domains. The server must hold a bundle
+	// for each (docs/federation.md).
+	FederatesWith []string `protobuf:"bytes,16,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,6 +316,13 @@ func (x *Entry) GetCreatedAt() int64 {
 		return x.CreatedAt
 	}
 	return 0
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 // Node is an attested agent.
@@ -871,7 +883,7 @@ var File_nhid_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_nhid_types_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x19nhid/types/v1/types.proto\x12\rnhid.types.v1\"\x99\x03\n" +
+	"\x19nhid/types/v1/types.proto\x12\rnhid.types.v1\"\xc0\x03\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -890,7 +902,8 @@ const file_nhid_types_v1_types_proto_rawDesc = "" +
 	"expires_at\x18\r \x01(\x03R\texpiresAt\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x03R\brevision\x12\x1d\n" +
 	"\n" +
-	"created_at\x18\x0f \x01(\x03R\tcreatedAt\"\xe0\x03\n" +
+	"created_at\x18\x0f \x01(\x03R\tcreatedAt\x12%\n" +
+	"\x0efederates_with\x18\x10 \x03(\tR\rfederatesWith\"\xe0\x03\n" +
 	"\x04Node\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12#\n" +
 	"\rattestor_type\x18\x02 \x01(\tR\fattestorType\x12\x1c\n" +
