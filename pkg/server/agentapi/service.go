@@ -59,6 +59,7 @@ type Store interface {
 	UpdateNode(ctx context.Context, spiffeID string, fn func(*typesv1.Node) error) (*typesv1.Node, error)
 	ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*typesv1.Node, string, error)
 	GetBundle(ctx context.Context, trustDomain string) (*typesv1.Bundle, error)
+	ListBundles(ctx context.Context) ([]*typesv1.Bundle, error)
 	RecordIssued(ctx context.Context, rows []*typesv1.IssuedSVID) error
 	Watch(ctx context.Context) (<-chan store.Event, error)
 	Revision(ctx context.Context) (int64, error)

@@ -3,6 +3,7 @@ package agentapi
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -164,8 +165,8 @@ var closedEvents = func() <-chan store.Event {
 	return ch
 }()
 
-// send writes one message, adding the bundle to the first message of the
-// stream.
+// send writes one message, adding the bundle and the federated bundles
+// to the first message of the stream.
 func (ss *syncStream) send(msg *agentv1.SyncResponse) error {
 	if !ss.sentFirst && msg.Bundle == nil {
 		bundle, _, err := ss.s.bundles.Current(ss.ctx)
@@ -173,6 +174,11 @@ func (ss *syncStream) send(msg *agentv1.SyncResponse) error {
 			return ss.s.internal(ss.ctx, "read bundle", err)
 		}
 		msg.Bundle = bundle
+	}
+	if !ss.sentFirst && !msg.FederatedBundlesSet {
+		if err := ss.attachFederated(msg); err != nil {
+			return err
+		}
 	}
 	if msg.Bundle != nil {
 		ss.bundleSeq = msg.Bundle.GetSequenceNumber()
@@ -237,4 +243,18 @@ func (ss *syncStream) sendExpired() error {
 	// No revision: expiry is not a store change, and the agent's resume
 	// point must not move past changes it has not seen.
 	return ss.send(&agentv1.SyncResponse{DeletedIds: ids})
+}
+
+// attachFederated puts the complete set of federated bundles (every
+// stored bundle but the trust domain's own) on msg. It is read again
+// whenever one changes: partner bundles change rarely, and a fresh read
+// cannot regress the way replaying events over an older read could.
+func (ss *syncStream) attachFederated(msg *agentv1.SyncResponse) error {
+	all, err := ss.s.store.ListBundles(ss.ctx)
+	if err != nil {
+		return ss.s.internal(ss.ctx, "read federated bundles", err)
+	}
+	msg.FederatedBundles = slices.DeleteFunc(all, func(b *typesv1.Bundle) bool { return b.GetTrustDomain() == ss.s.td.Name() })
+	msg.FederatedBundlesSet = true
+	return nil
 }

@@ -45,6 +45,7 @@ func (c *changeSet) split() (upserts []*typesv1.Entry, deletes []string) {
 func (ss *syncStream) applyEvents(batch []store.Event) error {
 	var changes changeSet
 	var bundle *typesv1.Bundle
+	var federated bool
 	var lastRev int64
 	now := ss.s.clock.Now()
 	for _, ev := range batch {
@@ -69,16 +70,21 @@ func (ss *syncStream) applyEvents(batch []store.Event) error {
 				return err
 			}
 		case store.EventBundle:
-			if ev.Bundle.GetTrustDomain() == ss.s.td.Name() && ev.Bundle.GetSequenceNumber() != ss.bundleSeq {
-				bundle = ev.Bundle
+			switch own := ss.s.td.Name(); {
+			case ev.Bundle.GetTrustDomain() == own:
+				if ev.Bundle.GetSequenceNumber() != ss.bundleSeq {
+					bundle = ev.Bundle
+				}
+			case ev.Bundle != nil || ev.PrevBundle.GetTrustDomain() != own:
+				federated = true
 			}
 		}
 	}
 	upserts, deletes := changes.split()
-	if len(upserts) == 0 && len(deletes) == 0 && bundle == nil {
+	if len(upserts) == 0 && len(deletes) == 0 && bundle == nil && !federated {
 		return nil
 	}
-	return ss.sendPages(pageOpts{bundle: bundle, rev: lastRev}, upserts, deletes)
+	return ss.sendPages(pageOpts{bundle: bundle, federated: federated, rev: lastRev}, upserts, deletes)
 }
 
 func (ss *syncStream) entryChange(c *changeSet, e, prev *typesv1.Entry, now time.Time) {

@@ -136,7 +136,10 @@ type pageOpts struct {
 	reset  bool
 	done   bool
 	bundle *typesv1.Bundle
-	rev    int64
+	// federated: a federated bundle changed; the first page carries the
+	// whole set again.
+	federated bool
+	rev       int64
 }
 
 // sendPages sends upserts and deletes in messages of at most pageSize
@@ -145,6 +148,11 @@ type pageOpts struct {
 // stops halfway must not record a revision whose changes it lacks.
 func (ss *syncStream) sendPages(o pageOpts, upserts []*typesv1.Entry, deletes []string) error {
 	msg := &agentv1.SyncResponse{Reset_: o.reset, Bundle: o.bundle}
+	if o.federated {
+		if err := ss.attachFederated(msg); err != nil {
+			return err
+		}
+	}
 	size := 0
 	flush := func() error {
 		if err := ss.send(msg); err != nil {
