@@ -104,14 +104,25 @@ func SignatureTag(ref name.Digest) name.Tag {
 // signature` does.
 func Attach(t testing.TB, at name.Digest, payload, sig []byte) {
 	t.Helper()
+	attach(t, at, payload, sig, nil)
+}
+
+// attach adds a simple-signing layer with the signature and further
+// annotations.
+func attach(t testing.TB, at name.Digest, payload, sig []byte, annotations map[string]string) {
+	t.Helper()
 	tag := SignatureTag(at)
 	base, err := remote.Image(tag)
 	if err != nil {
 		base = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	}
+	ann := map[string]string{signatureAnnotation: base64.StdEncoding.EncodeToString(sig)}
+	for k, v := range annotations {
+		ann[k] = v
+	}
 	img, err := mutate.Append(base, mutate.Addendum{
 		Layer:       static.NewLayer(payload, simpleSigningMediaType),
-		Annotations: map[string]string{signatureAnnotation: base64.StdEncoding.EncodeToString(sig)},
+		Annotations: ann,
 	})
 	if err != nil {
 		t.Fatal(err)
