@@ -65,7 +65,7 @@ with --admin-address, over mutual TLS for holders of an admin SVID) and
 /metrics, /healthz and /readyz on --health-address ("" disables it). Settings
 come from --config (YAML: "version: 1" and a "server:" section whose keys
 are the flag names in snake_case, plus the store, ca, jwt, svid,
-join_token, admin, policy, grants and relying_party sections); flags win
+join_token, admin, policy, grants, relying_party and federation sections); flags win
 over the file. With store kind etcd, several servers share one etcd
 cluster (docs/ha.md).
 SIGHUP reloads the grant policy.`,
@@ -118,6 +118,8 @@ func (o *options) bind(f *pflag.FlagSet) {
 		`relying-party endpoints (/introspect, /jwks; HTTPS with mTLS) HOST:PORT ("" disables)`)
 	f.StringVar(&o.fl.Admin.Address, flagAdminAddress, o.fl.Admin.Address,
 		`admin API over mutual TLS HOST:PORT, for remote operators with an admin X.509-SVID ("" disables)`)
+	f.StringVar(&o.fl.Federation.BundleEndpoint.Address, flagFederationAddress, o.fl.Federation.BundleEndpoint.Address,
+		`SPIFFE bundle endpoint HOST:PORT, where federated trust domains fetch this one's bundle ("" disables)`)
 	f.StringVar(&o.fl.LogLevel, "log-level", o.fl.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&o.fl.LogFormat, "log-format", o.fl.LogFormat, "log format: text or json")
 }
@@ -138,6 +140,9 @@ func (o *options) resolve(flags *pflag.FlagSet) (settings, error) {
 	}
 	if flags.Changed(flagAdminAddress) {
 		s.Admin.Address = o.fl.Admin.Address
+	}
+	if flags.Changed(flagFederationAddress) {
+		s.Federation.BundleEndpoint.Address = o.fl.Federation.BundleEndpoint.Address
 	}
 	return s, nil
 }

@@ -53,6 +53,7 @@ func toServerConfig(s settings) (server.Config, error) {
 	cfg.Audit = auditConfig(&errs, "server.audit", s.Audit)
 	cfg.Reputation = reputationConfig(&errs, "server.reputation", s.Reputation)
 	cfg.Notify = notifyConfig(&errs, "server.notify", s.Notify)
+	cfg.Federation = federationConfig(&errs, "server.federation", cfg.TrustDomain, s.Federation)
 	logSettings(&errs, s)
 	return cfg, errs.Err()
 }

@@ -44,6 +44,7 @@ type settings struct {
 	Audit        auditSettings        `yaml:"audit"`
 	Reputation   reputationSettings   `yaml:"reputation"`
 	Notify       notifySettings       `yaml:"notify"`
+	Federation   federationSettings   `yaml:"federation"`
 }
 
 type caSettings struct {

@@ -107,6 +107,7 @@ it talks to nhid-agent's Workload API as a workload would.`,
 		newPolicyCmd(g),
 		newAuditCmd(g),
 		newReputationCmd(g),
+		newFederationCmd(g),
 	)
 	return root
 }

@@ -58,7 +58,10 @@ func (s *Server) listen(ctx context.Context, c *components) error {
 	if err := s.listenAdminTLS(ctx, c); err != nil {
 		return err
 	}
-	return s.listenRelyingParty(ctx, c)
+	if err := s.listenRelyingParty(ctx, c); err != nil {
+		return err
+	}
+	return s.listenFederation(ctx, c)
 }
 
 // buildServers assembles both gRPC servers and the HTTP server. Metrics

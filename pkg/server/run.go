@@ -16,6 +16,7 @@ import (
 
 	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/ca"
+	"github.com/nhid/nhid/pkg/federation"
 	"github.com/nhid/nhid/pkg/grant"
 	"github.com/nhid/nhid/pkg/notify"
 	"github.com/nhid/nhid/pkg/policy"
@@ -40,6 +41,11 @@ type components struct {
 	grants *grant.Service
 	rp     *relyingparty.Server // nil when disabled
 
+	// fedRefresher is nil without federation relationships, fedEndpoint
+	// without a bundle endpoint address (federation.go).
+	fedRefresher *federation.Refresher
+	fedEndpoint  *federation.Endpoint
+
 	// Issue #5's components. audit is audit.Discard and notifier
 	// notify.Discard until their builders set them; reputation is nil
 	// when scores are not tracked (every subject at the baseline).
@@ -53,7 +59,7 @@ type components struct {
 	adminTLSSrv        *grpc.Server // nil without AdminAddress
 	httpSrv            *http.Server
 
-	agentLis, adminLis, httpLis, rpLis, adminTLSLis net.Listener
+	agentLis, adminLis, httpLis, rpLis, adminTLSLis, fedLis net.Listener
 }
 
 // Run opens everything, serves until ctx ends or a component fails, then
@@ -137,6 +143,9 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 	if err := s.buildGrants(c); err != nil {
 		return err
 	}
+	if err := s.buildFederationRefresher(c); err != nil {
+		return err
+	}
 	sv := s.cfg.SVID
 	c.agent, err = agentapi.New(agentapi.Config{
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, CA: c.ca, Verifiers: verifiers,
@@ -151,7 +160,7 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 		TrustDomain: s.cfg.TrustDomain, Store: c.store, Log: s.log.With(telemetry.Component, "adminapi"),
 		Clock: s.cfg.Clock, DefaultTokenTTL: s.cfg.JoinTokenDefaultTTL,
 		Grants: c.grants, Ledger: c.store, Audit: c.audit, Reputation: c.reputationAdmin(),
-		Approvals: c.grants, AuditLog: c.auditLog(),
+		Approvals: c.grants, AuditLog: c.auditLog(), Federation: c.federationStatus(),
 	})
 	if err != nil {
 		return err
@@ -167,6 +176,9 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 	if err := s.buildRelyingParty(c); err != nil {
 		return err
 	}
+	if err := s.buildBundleEndpoint(c); err != nil {
+		return err
+	}
 	return c.tls.Rotate(ctx)
 }
 
@@ -180,8 +192,9 @@ func (s *Server) serve(ctx context.Context, c *components) error {
 	jobs.Go(func() error { return c.ca.Run(jobsCtx) })
 	jobs.Go(func() error { return c.tls.Run(jobsCtx) })
 	jobs.Go(func() error { return c.agent.Run(jobsCtx) })
-	jobs.Go(func() error { return s.runLeaderJobs(jobsCtx, c.store) })
+	jobs.Go(func() error { return s.runLeaderJobs(jobsCtx, c.store, c.federationLeaderJob()) })
 	s.runGrantJobs(jobsCtx, c, jobs.Go)
+	s.runBundleEndpoint(jobsCtx, c, jobs.Go)
 	s.runReputationJobs(jobsCtx, c, jobs.Go)
 
 	serveErr := make(chan error, 4)
@@ -284,7 +297,7 @@ func (s *Server) removeAdminSocket() {
 }
 
 func (c *components) closeListeners() {
-	for _, l := range []net.Listener{c.agentLis, c.adminLis, c.httpLis, c.rpLis, c.adminTLSLis} {
+	for _, l := range []net.Listener{c.agentLis, c.adminLis, c.httpLis, c.rpLis, c.adminTLSLis, c.fedLis} {
 		if l != nil {
 			_ = l.Close()
 		}

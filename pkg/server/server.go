@@ -147,6 +147,8 @@ type Config struct {
 	// RelyingPartyAddress serves /introspect and /jwks over mTLS; ""
 	// disables them (the binary defaults it to DefaultRelyingPartyAddress).
 	RelyingPartyAddress string
+	// Federation holds the SPIFFE federation settings (federation.go).
+	Federation FederationConfig
 	// Log defaults to discarding.
 	Log *slog.Logger
 	// Clock defaults to the wall clock.
@@ -171,6 +173,7 @@ type Server struct {
 	httpAddr  atomic.Pointer[net.Addr]
 	rpAddr    atomic.Pointer[net.Addr]
 	adminAddr atomic.Pointer[net.Addr]
+	fedAddr   atomic.Pointer[net.Addr]
 	// policy is the grant policy engine once loaded, for ReloadPolicy.
 	policy atomic.Pointer[policy.Engine]
 	// readyCheck answers /readyz once the store is open.
@@ -246,6 +249,7 @@ func (cfg *Config) setDefaults() error {
 	errs = append(errs, cfg.checkGrants()...)
 	errs = append(errs, cfg.checkAudit()...)
 	errs = append(errs, cfg.checkReputation()...)
+	errs = append(errs, cfg.checkFederation()...)
 	errs = append(errs, cfg.Store.check()...)
 	cfg.Log = telemetry.OrDiscard(cfg.Log)
 	cfg.Clock = clock.OrReal(cfg.Clock)

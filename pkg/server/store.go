@@ -73,13 +73,14 @@ type elector interface {
 
 // runLeaderJobs runs the periodic jobs that act on the whole store
 // (pruning, the gauges of its contents, expired authorities of any
-// server): on this server alone with bbolt, on the one elected server
+// server), and extra ones (nil entries are skipped: the federation
+// refresher): on this server alone with bbolt, on the one elected server
 // with a shared store. They are all safe to run twice, which happens
 // briefly when a leader is cut off from etcd.
-func (s *Server) runLeaderJobs(ctx context.Context, st store.Store) error {
+func (s *Server) runLeaderJobs(ctx context.Context, st store.Store, extra ...func(context.Context) error) error {
 	leader := telemetry.RegisterOrExisting(s.cfg.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: telemetry.Namespace, Subsystem: "server", Name: "maintenance_leader",
-		Help: "1 while this server runs the store-wide jobs (pruning, the entries and nodes gauges).",
+		Help: "1 while this server runs the store-wide jobs (pruning, the entries and nodes gauges, federated bundle refreshes).",
 	}))
 	jobs := func(ctx context.Context) {
 		leader.Set(1)
@@ -87,6 +88,11 @@ func (s *Server) runLeaderJobs(ctx context.Context, st store.Store) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return newMaintenance(s.cfg, st, s.log).run(ctx) })
 		g.Go(func() error { return newAuthorityPruner(s.cfg, st, s.log).run(ctx) })
+		for _, job := range extra {
+			if job != nil {
+				g.Go(func() error { return job(ctx) })
+			}
+		}
 		_ = g.Wait()
 	}
 	el, ok := st.(elector)

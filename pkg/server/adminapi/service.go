@@ -56,9 +56,13 @@ type TokenStore interface {
 	DeleteJoinToken(ctx context.Context, id string) error
 }
 
-// BundleStore is the part of store.BundleStore the bundle service uses.
+// BundleStore is the part of store.BundleStore the bundle and federation
+// services use.
 type BundleStore interface {
 	GetBundle(ctx context.Context, trustDomain string) (*typesv1.Bundle, error)
+	UpdateBundle(ctx context.Context, trustDomain string, fn func(*typesv1.Bundle) error) (*typesv1.Bundle, error)
+	ListBundles(ctx context.Context) ([]*typesv1.Bundle, error)
+	DeleteBundle(ctx context.Context, trustDomain string) error
 }
 
 // Store is everything the admin API reads and writes; the bbolt store
@@ -101,6 +105,9 @@ type Config struct {
 	Audit audit.Recorder
 	// AuditLog, if set, serves AuditService (audit.go).
 	AuditLog AuditLog
+	// Federation, if set, reports the federation relationships' status
+	// (federation.go); without it none are listed.
+	Federation FederationStatus
 }
 
 // Service implements the four admin services over one store.
@@ -118,6 +125,7 @@ type Service struct {
 	reputations Reputations
 	recorder    audit.Recorder
 	auditLog    AuditLog
+	federation  FederationStatus
 
 	// generateToken makes join tokens; a seam so tests can force an id
 	// collision.
@@ -143,6 +151,7 @@ func New(cfg Config) (*Service, error) {
 		reputations:   cfg.Reputation,
 		recorder:      audit.OrDiscard(cfg.Audit),
 		auditLog:      cfg.AuditLog,
+		federation:    cfg.Federation,
 		generateToken: jointoken.Generate,
 	}, nil
 }
@@ -180,13 +189,15 @@ func fillDefaults(cfg *Config) error {
 	return errors.Join(errs...)
 }
 
-// Register adds the entry, node, join token and bundle services to r, and
-// the grant and SVID services when their dependencies are configured.
+// Register adds the entry, node, join token, bundle and federation
+// services to r, and the grant and SVID services when their dependencies
+// are configured.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
 	adminv1.RegisterEntryServiceServer(r, &entryService{s: s})
 	adminv1.RegisterNodeServiceServer(r, &nodeService{s: s})
 	adminv1.RegisterJoinTokenServiceServer(r, &tokenService{s: s})
 	adminv1.RegisterBundleServiceServer(r, &bundleService{s: s})
+	adminv1.RegisterFederationServiceServer(r, &federationService{s: s})
 	if s.grants != nil {
 		adminv1.RegisterGrantServiceServer(r, &grantService{s: s})
 	}

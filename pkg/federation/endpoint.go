@@ -1,0 +1,139 @@
+package federation
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nhid/nhid/pkg/telemetry"
+)
+
+// Profile is how a bundle endpoint authenticates itself (SPIFFE
+// Federation, section 5).
+type Profile string
+
+// Profiles.
+const (
+	// ProfileSPIFFE: the endpoint presents an X.509-SVID, which clients
+	// verify against the bundle of its trust domain they already hold.
+	ProfileSPIFFE Profile = "https_spiffe"
+	// ProfileWeb: the endpoint presents a Web PKI certificate, which
+	// clients verify against public (or operator-given) roots.
+	ProfileWeb Profile = "https_web"
+)
+
+// ParseProfile checks s is a profile.
+func ParseProfile(s string) (Profile, error) {
+	switch p := Profile(s); p {
+	case ProfileSPIFFE, ProfileWeb:
+		return p, nil
+	}
+	return "", fmt.Errorf("%q is not a profile; profiles are %s and %s", s, ProfileSPIFFE, ProfileWeb)
+}
+
+// endpointShutdownTimeout bounds the graceful stop of Serve.
+const endpointShutdownTimeout = 5 * time.Second
+
+// EndpointConfig configures an Endpoint.
+type EndpointConfig struct {
+	// Handler serves the document. Required.
+	Handler *Handler
+	// Profile is ProfileSPIFFE (default) or ProfileWeb.
+	Profile Profile
+	// Certificate returns the server's current X.509-SVID (ProfileSPIFFE;
+	// required there).
+	Certificate func() *tls.Certificate
+	// CertFile and KeyFile hold the Web PKI certificate chain and key
+	// (ProfileWeb; required there). They are read again when they change.
+	CertFile, KeyFile string
+	// Log defaults to discarding.
+	Log *slog.Logger
+}
+
+// Endpoint is the bundle endpoint server.
+type Endpoint struct {
+	handler *Handler
+	tls     *tls.Config
+	log     *slog.Logger
+}
+
+// NewEndpoint checks cfg and builds the endpoint; with ProfileWeb the
+// certificate files are loaded now, so a mistake stops the server at start.
+func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("bundle endpoint: Handler: required")
+	}
+	log := telemetry.OrDiscard(cfg.Log).With(telemetry.Component, "federation")
+	e := &Endpoint{handler: cfg.Handler, log: log}
+	switch cfg.Profile {
+	case ProfileSPIFFE, "":
+		if cfg.Certificate == nil {
+			return nil, errors.New("bundle endpoint: Certificate: required with profile https_spiffe")
+		}
+		e.tls = spiffeServerTLS(cfg.Certificate)
+	case ProfileWeb:
+		kp, err := newKeyPair(cfg.CertFile, cfg.KeyFile, log)
+		if err != nil {
+			return nil, fmt.Errorf("bundle endpoint: %w", err)
+		}
+		e.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get}
+	default:
+		return nil, fmt.Errorf("bundle endpoint: Profile: %q is not %s or %s", cfg.Profile, ProfileSPIFFE, ProfileWeb)
+	}
+	return e, nil
+}
+
+// spiffeServerTLS presents the server's current SVID, so a renewal takes
+// effect at the next handshake. TLS 1.3 only: partners are SPIFFE
+// implementations, not old browsers. No client certificate: the bundle
+// is public.
+func spiffeServerTLS(cert func() *tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := cert(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("server SVID not issued yet")
+		},
+	}
+}
+
+// TLSConfig is the endpoint's server TLS configuration.
+func (e *Endpoint) TLSConfig() *tls.Config { return e.tls.Clone() }
+
+// Serve serves HTTPS on lis until ctx ends, then stops gracefully. It
+// returns nil after a stop caused by ctx.
+func (e *Endpoint) Serve(ctx context.Context, lis net.Listener) error {
+	srv := &http.Server{
+		Handler:           e.handler,
+		TLSConfig:         e.TLSConfig(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(lis, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve bundle endpoint on %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), endpointShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve bundle endpoint on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
