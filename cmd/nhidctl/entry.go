@@ -35,6 +35,7 @@ type entryFlags struct {
 	scopes             []string
 	x509TTL, jwtTTL    time.Duration
 	dnsNames           []string
+	federatesWith      []string
 	hint               string
 	admin              bool
 	expiresAt          string
@@ -42,7 +43,7 @@ type entryFlags struct {
 
 // entryFieldFlags are the names of entryFlags, for "was any given".
 var entryFieldFlags = []string{"spiffe-id", "parent-id", "selector", "purpose", "owner", "scope",
-	"x509-ttl", "jwt-ttl", "dns-name", "hint", "admin", "expires-at"}
+	"x509-ttl", "jwt-ttl", "dns-name", "federates-with", "hint", "admin", "expires-at"}
 
 func (f *entryFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.spiffeID, "spiffe-id", "", "SPIFFE ID the workloads get")
@@ -55,6 +56,8 @@ func (f *entryFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.x509TTL, "x509-ttl", 0, "X.509-SVID lifetime, e.g. 1h (0 = server default)")
 	fs.DurationVar(&f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime, e.g. 5m (0 = server default)")
 	fs.StringArrayVar(&f.dnsNames, "dns-name", nil, "DNS name for the X.509-SVID; repeat for several")
+	fs.StringArrayVar(&f.federatesWith, "federates-with", nil,
+		"trust domain (e.g. partner.test) whose bundle the workloads receive, to verify its SVIDs; repeat for several")
 	fs.StringVar(&f.hint, "hint", "", "hint passed to workloads to tell identities apart")
 	fs.BoolVar(&f.admin, "admin", false, "allow this identity to call the admin API over mTLS")
 	fs.StringVar(&f.expiresAt, "expires-at", "", `RFC 3339 time after which the entry is ignored ("never" to clear)`)
@@ -86,6 +89,7 @@ func (f *entryFlags) apply(fs *pflag.FlagSet, e *typesv1.Entry) error {
 	set("owner", func() { e.Owner = f.owner })
 	set("scope", func() { e.ScopeCeiling = listValue(f.scopes) })
 	set("dns-name", func() { e.DnsNames = listValue(f.dnsNames) })
+	set("federates-with", func() { e.FederatesWith = listValue(f.federatesWith) })
 	set("hint", func() { e.Hint = f.hint })
 	set("admin", func() { e.Admin = f.admin })
 	var err error
@@ -271,6 +275,7 @@ func printEntry(p *printer, resp proto.Message, e *typesv1.Entry) error {
 		{"X.509-SVID TTL", seconds(e.GetX509Ttl())},
 		{"JWT-SVID TTL", seconds(e.GetJwtTtl())},
 		{"DNS names", joinOrDash(e.GetDnsNames())},
+		{"Federates with", joinOrDash(e.GetFederatesWith())},
 		{"Hint", e.GetHint()},
 		{"Admin", strconv.FormatBool(e.GetAdmin())},
 		{"Expires", unixTime(e.GetExpiresAt(), "never")},

@@ -39,21 +39,23 @@ func TestEntryCreate_FromFlags(t *testing.T) {
 		"--scope", "invoices:write", "--scope", "invoices:read",
 		"--x509-ttl", "1h", "--jwt-ttl", "90s",
 		"--dns-name", "billing.example.org", "--hint", "internal", "--admin",
+		"--federates-with", "z.test", "--federates-with", "partner.test",
 		"--expires-at", "2031-02-03T04:05:06Z")
 	got := decode(t, out, &adminv1.CreateEntryResponse{}).GetEntry()
 	want := &typesv1.Entry{
-		SpiffeId:     "spiffe://example.org/billing",
-		ParentId:     agentA,
-		Selectors:    []string{"unix:path:/opt/a,b", "unix:uid:1000"},
-		Purpose:      "reconciles invoices",
-		Owner:        "alice@example.org",
-		ScopeCeiling: []string{"invoices:read", "invoices:write"},
-		X509Ttl:      3600,
-		JwtTtl:       90,
-		DnsNames:     []string{"billing.example.org"},
-		Hint:         "internal",
-		Admin:        true,
-		ExpiresAt:    time.Date(2031, 2, 3, 4, 5, 6, 0, time.UTC).Unix(),
+		SpiffeId:      "spiffe://example.org/billing",
+		ParentId:      agentA,
+		Selectors:     []string{"unix:path:/opt/a,b", "unix:uid:1000"},
+		Purpose:       "reconciles invoices",
+		Owner:         "alice@example.org",
+		ScopeCeiling:  []string{"invoices:read", "invoices:write"},
+		X509Ttl:       3600,
+		JwtTtl:        90,
+		DnsNames:      []string{"billing.example.org"},
+		FederatesWith: []string{"partner.test", "z.test"},
+		Hint:          "internal",
+		Admin:         true,
+		ExpiresAt:     time.Date(2031, 2, 3, 4, 5, 6, 0, time.UTC).Unix(),
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform(),
 		protocmp.IgnoreFields(&typesv1.Entry{}, "id", "revision", "created_at")); diff != "" {
@@ -61,7 +63,8 @@ func TestEntryCreate_FromFlags(t *testing.T) {
 	}
 
 	table := s.mustRun(t, "entry", "show", got.GetId())
-	for _, want := range []string{"SPIFFE ID:", "spiffe://example.org/billing", "X.509-SVID TTL:", "1h0m0s", "2031-02-03T04:05:06Z"} {
+	for _, want := range []string{"SPIFFE ID:", "spiffe://example.org/billing", "X.509-SVID TTL:", "1h0m0s", "2031-02-03T04:05:06Z",
+		"Federates with:", "partner.test,z.test"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("entry show lacks %q:\n%s", want, table)
 		}
@@ -327,6 +330,68 @@ func TestEntryUpdate_ChangesOnlyTheGivenFields(t *testing.T) {
 	}
 	if r := s.run(t, "entry", "update", orig.GetId(), "--x509-ttl", "1s"); r.code != 1 || !strings.Contains(r.stderr, "entry.x509_ttl") {
 		t.Errorf("update with a bad ttl: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestEntry_FederatesWithInJSONUpdatesAndFiles(t *testing.T) {
+	s := newServer(t)
+	out := s.mustRun(t, "-o", "json", "entry", "create", "--spiffe-id", "spiffe://example.org/fed",
+		"--parent-id", agentA, "--selector", "unix:uid:1", "--federates-with", "partner.test")
+	var doc struct {
+		Entry map[string]any `json:"entry"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]any{"partner.test"}, doc.Entry["federates_with"]); diff != "" {
+		t.Errorf("federates_with in -o json (-want +got):\n%s\n%s", diff, out)
+	}
+	id, _ := doc.Entry["id"].(string)
+
+	// Like the other list flags, --federates-with replaces the list when
+	// given, and a single empty value clears it.
+	update := func(args ...string) *typesv1.Entry {
+		t.Helper()
+		out := s.mustRun(t, append([]string{"-o", "json", "entry", "update", id}, args...)...)
+		return decode(t, out, &adminv1.UpdateEntryResponse{}).GetEntry()
+	}
+	if got := update("--federates-with", "other.test", "--federates-with", "b.test").GetFederatesWith(); !cmp.Equal(got, []string{"b.test", "other.test"}) {
+		t.Errorf("federates_with after an update = %v, want [b.test other.test]", got)
+	}
+	if got := update("--purpose", "kept").GetFederatesWith(); !cmp.Equal(got, []string{"b.test", "other.test"}) {
+		t.Errorf("federates_with after updating another field = %v, want it kept", got)
+	}
+	if got := update("--federates-with", "").GetFederatesWith(); len(got) != 0 {
+		t.Errorf("federates_with after --federates-with \"\" = %v, want none", got)
+	}
+	if table := s.mustRun(t, "entry", "show", id); !strings.Contains(table, "Federates with:") {
+		t.Errorf("entry show lacks the Federates with line:\n%s", table)
+	}
+
+	for _, bad := range []struct{ value, msg string }{
+		{"example.org", "entry.federates_with[0]: \"example.org\" is the server's own trust domain"},
+		{"spiffe://partner.test", "give the trust domain name alone"},
+		{"Partner.test", "entry.federates_with[0]"},
+	} {
+		r := s.run(t, "entry", "update", id, "--federates-with", bad.value)
+		if r.code != 1 || !strings.Contains(r.stderr, bad.msg) {
+			t.Errorf("--federates-with %q: exit %d, stderr %q; want exit 1 and %q", bad.value, r.code, r.stderr, bad.msg)
+		}
+	}
+
+	file := filepath.Join(t.TempDir(), "entries.yaml")
+	content := `entries:
+  - spiffe_id: spiffe://example.org/from-file
+    parent_id: ` + agentA + `
+    selectors: ["unix:uid:2"]
+    federates_with: ["partner.test"]
+`
+	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := decode(t, s.mustRun(t, "-o", "json", "entry", "create", "-f", file), &adminv1.ListEntriesResponse{}).GetEntries()
+	if len(created) != 1 || !cmp.Equal(created[0].GetFederatesWith(), []string{"partner.test"}) {
+		t.Errorf("entry created from a file = %v, want federates_with [partner.test]", created)
 	}
 }
 

@@ -106,8 +106,11 @@ func (a *Agent) build(st *agentcache.State) error {
 			a.restored.Store(st.Revision > 0)
 		}
 	}
+	fed := a.restoreFederated(st.FederatedBundles)
+	m.SetFederatedBundles(fed)
 	kept := m.Load(st)
-	a.log.Info("agent cache loaded", telemetry.Count, len(st.Entries), "svids", kept, telemetry.Revision, st.Revision)
+	a.log.Info("agent cache loaded", telemetry.Count, len(st.Entries), "svids", kept, telemetry.Revision, st.Revision,
+		"federated_bundles", len(fed))
 	a.sync, err = entrysync.New(entrysync.Config{
 		TrustDomain: a.cfg.TrustDomain,
 		Syncer:      a.conn,
@@ -123,6 +126,22 @@ func (a *Agent) build(st *agentcache.State) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// restoreFederated converts the cached federated bundles, so a restarted
+// agent serves them while the server is unreachable. One that no longer
+// converts is left out with a warning; the next sync brings the set again.
+func (a *Agent) restoreFederated(cached []*typesv1.Bundle) []*spiffebundle.Bundle {
+	out := make([]*spiffebundle.Bundle, 0, len(cached))
+	for _, pb := range cached {
+		b, err := trust.FederatedFromProto(a.cfg.TrustDomain, pb)
+		if err != nil {
+			a.log.Warn("ignoring a cached federated bundle", telemetry.TrustDomain, pb.GetTrustDomain(), telemetry.Error, err)
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // loadTrust sets the bundle the server is verified with: the one kept in

@@ -61,7 +61,8 @@ func (l Limits) Check() error {
 }
 
 // Normalize puts e in the canonical form entries are stored in: selectors,
-// scope_ceiling and dns_names sorted with duplicates removed, and DNS names
+// scope_ceiling, dns_names and federates_with sorted with duplicates
+// removed, and DNS names
 // lower-cased (they compare case-insensitively). The store's duplicate rule
 // compares selector sets, so this must run before every write.
 func Normalize(e *typesv1.Entry) {
@@ -74,6 +75,7 @@ func Normalize(e *typesv1.Entry) {
 		e.DnsNames[i] = strings.ToLower(n)
 	}
 	e.DnsNames = sortedUnique(e.DnsNames)
+	e.FederatesWith = sortedUnique(e.FederatesWith)
 }
 
 // sortedUnique sorts s in place and drops repeats, keeping nil as nil so

@@ -19,14 +19,16 @@ func TestNormalize_SortsDedupesAndLowercases(t *testing.T) {
 		{
 			name: "unsorted with duplicates",
 			in: &typesv1.Entry{
-				Selectors:    []string{"unix:uid:1000", "k8s:ns:a", "unix:uid:1000"},
-				ScopeCeiling: []string{"write", "read", "write"},
-				DnsNames:     []string{"B.example.org", "a.example.org", "b.example.org"},
+				Selectors:     []string{"unix:uid:1000", "k8s:ns:a", "unix:uid:1000"},
+				ScopeCeiling:  []string{"write", "read", "write"},
+				DnsNames:      []string{"B.example.org", "a.example.org", "b.example.org"},
+				FederatesWith: []string{"z.test", "partner.test", "z.test"},
 			},
 			want: &typesv1.Entry{
-				Selectors:    []string{"k8s:ns:a", "unix:uid:1000"},
-				ScopeCeiling: []string{"read", "write"},
-				DnsNames:     []string{"a.example.org", "b.example.org"},
+				Selectors:     []string{"k8s:ns:a", "unix:uid:1000"},
+				ScopeCeiling:  []string{"read", "write"},
+				DnsNames:      []string{"a.example.org", "b.example.org"},
+				FederatesWith: []string{"partner.test", "z.test"},
 			},
 		},
 		{

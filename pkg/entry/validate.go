@@ -28,6 +28,11 @@ const (
 	MaxPurposeLen  = 256
 	MaxOwnerLen    = 256
 	MaxHintLen     = 128
+	// MaxFederatesWith bounds the trust domains one entry federates with:
+	// each adds a bundle to every message its workloads receive.
+	MaxFederatesWith = 32
+	// MaxTrustDomainLen is the SPIFFE ID spec's limit on a trust domain name.
+	MaxTrustDomainLen = 255
 )
 
 // maxTTLSeconds is the largest TTL the int32 fields can carry.
@@ -58,6 +63,7 @@ func Validate(td spiffeid.TrustDomain, e *typesv1.Entry, lim Limits) error {
 	v.text("entry.owner", e.GetOwner(), MaxOwnerLen)
 	v.text("entry.hint", e.GetHint(), MaxHintLen)
 	v.scopes(e.GetScopeCeiling())
+	v.federatesWith(e.GetFederatesWith())
 	v.notNegative("entry.expires_at", e.GetExpiresAt())
 	v.notNegative("entry.revision", e.GetRevision())
 	v.notNegative("entry.created_at", e.GetCreatedAt())
@@ -220,6 +226,55 @@ func (v *validator) scopes(scopes []string) {
 		}
 		seen[s] = i
 	}
+}
+
+// federatesWith checks the trust domains whose bundles the entry's
+// workloads receive. The server's own trust domain is refused: its bundle
+// is always sent, and naming it here would suggest it could be replaced.
+func (v *validator) federatesWith(names []string) {
+	if len(names) > MaxFederatesWith {
+		v.addf("entry.federates_with", "%d trust domains, at most %d allowed", len(names), MaxFederatesWith)
+		return
+	}
+	seen := make(map[string]int, len(names))
+	for i, n := range names {
+		field := fmt.Sprintf("entry.federates_with[%d]", i)
+		if err := CheckTrustDomainName(n); err != nil {
+			v.addf(field, "%v", err)
+			continue
+		}
+		if n == v.td.Name() {
+			v.addf(field, "%q is the server's own trust domain, whose bundle every workload already receives", n)
+			continue
+		}
+		if j, dup := seen[n]; dup {
+			v.addf(field, "%q repeats federates_with[%d]", n, j)
+			continue
+		}
+		seen[n] = i
+	}
+}
+
+// CheckTrustDomainName checks a trust domain given by name ("partner.test"):
+// not empty, at most 255 bytes, only the characters the SPIFFE ID spec
+// allows. A SPIFFE ID ("spiffe://partner.test") is refused, so that what is
+// stored is always the bare name clients compare against. Callers add the
+// field name.
+func CheckTrustDomainName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("is empty")
+	case len(s) > MaxTrustDomainLen:
+		return fmt.Errorf("is %d bytes, at most %d allowed", len(s), MaxTrustDomainLen)
+	}
+	td, err := spiffeid.TrustDomainFromString(s)
+	if err != nil {
+		return fmt.Errorf("%s is not a valid trust domain name: %v", quote(s), err)
+	}
+	if td.Name() != s {
+		return fmt.Errorf("%s is a SPIFFE ID: give the trust domain name alone, e.g. %q", quote(s), td.Name())
+	}
+	return nil
 }
 
 func (v *validator) notNegative(field string, n int64) {

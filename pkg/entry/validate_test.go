@@ -154,6 +154,21 @@ func TestValidate_ReportsEachRuleWithItsField(t *testing.T) {
 		}},
 		{"scope of 128 bytes passes", func(e *typesv1.Entry) { e.ScopeCeiling = []string{strings.Repeat("s", 128)} }, nil},
 		{"duplicate scope", func(e *typesv1.Entry) { e.ScopeCeiling = []string{"a", "b", "a"} }, []string{"entry.scope_ceiling[2]"}},
+		{"federated trust domains pass", func(e *typesv1.Entry) { e.FederatesWith = []string{"partner.test", "other_td.example-1"} }, nil},
+		{"32 federated trust domains pass", func(e *typesv1.Entry) {
+			e.FederatesWith = repeat(32, func(i int) string { return fmt.Sprintf("td%d.test", i) })
+		}, nil},
+		{"33 federated trust domains", func(e *typesv1.Entry) {
+			e.FederatesWith = repeat(33, func(i int) string { return fmt.Sprintf("td%d.test", i) })
+		}, []string{"entry.federates_with"}},
+		{"bad federated trust domains", func(e *typesv1.Entry) {
+			e.FederatesWith = []string{"partner.test", "", "Partner.test", "spiffe://partner.test", "spiffe://a.test/x", "a b", "a:1", strings.Repeat("a", 256)}
+		}, []string{
+			"entry.federates_with[1]", "entry.federates_with[2]", "entry.federates_with[3]", "entry.federates_with[4]",
+			"entry.federates_with[5]", "entry.federates_with[6]", "entry.federates_with[7]",
+		}},
+		{"federating with the own trust domain", func(e *typesv1.Entry) { e.FederatesWith = []string{"partner.test", "example.org"} }, []string{"entry.federates_with[1]"}},
+		{"duplicate federated trust domain", func(e *typesv1.Entry) { e.FederatesWith = []string{"a.test", "b.test", "a.test"} }, []string{"entry.federates_with[2]"}},
 		{"negative expires_at", func(e *typesv1.Entry) { e.ExpiresAt = -1 }, []string{"entry.expires_at"}},
 		{"negative revision", func(e *typesv1.Entry) { e.Revision = -1 }, []string{"entry.revision"}},
 		{"negative created_at", func(e *typesv1.Entry) { e.CreatedAt = -1 }, []string{"entry.created_at"}},
@@ -169,10 +184,12 @@ func TestValidate_ReportsEachRuleWithItsField(t *testing.T) {
 			e.Owner = strings.Repeat("o", 300)
 			e.Hint = strings.Repeat("h", 200)
 			e.ScopeCeiling = []string{"a b"}
+			e.FederatesWith = []string{"example.org"}
 			e.ExpiresAt = -1
 		}, []string{
 			"entry.id", "entry.spiffe_id", "entry.parent_id", "entry.selectors[0]", "entry.x509_ttl", "entry.jwt_ttl",
-			"entry.dns_names[0]", "entry.purpose", "entry.owner", "entry.hint", "entry.scope_ceiling[0]", "entry.expires_at",
+			"entry.dns_names[0]", "entry.purpose", "entry.owner", "entry.hint", "entry.scope_ceiling[0]",
+			"entry.federates_with[0]", "entry.expires_at",
 		}},
 	}
 	for _, tt := range tests {
@@ -206,6 +223,20 @@ func TestValidate_MessagesExplainTheProblem(t *testing.T) {
 		`entry.spiffe_id: "spiffe://other.org/x" is not in trust domain "example.org"`,
 		`entry.selectors[1]: selector "nocolon" is not of the form type:value`,
 		`entry.x509_ttl: 10s is below the minimum of 1m0s`,
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate() error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestValidate_FederatesWithMessagesSayWhatToDo(t *testing.T) {
+	e := validEntry()
+	e.FederatesWith = []string{"spiffe://partner.test", "example.org", "x.test", "x.test"}
+	err := Validate(td, e, DefaultLimits())
+	want := strings.Join([]string{
+		`entry.federates_with[0]: "spiffe://partner.test" is a SPIFFE ID: give the trust domain name alone, e.g. "partner.test"`,
+		`entry.federates_with[1]: "example.org" is the server's own trust domain, whose bundle every workload already receives`,
+		`entry.federates_with[3]: "x.test" repeats federates_with[2]`,
 	}, "\n")
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate() error =\n%v\nwant\n%s", err, want)

@@ -20,10 +20,12 @@ import (
 
 // probeResult is one line the probe prints.
 type probeResult struct {
-	SPIFFEIDs []string `json:"spiffe_ids"`
-	Serials   []string `json:"serials"`
-	Token     string   `json:"token"`
-	Subject   string   `json:"subject"`
+	SPIFFEIDs    []string `json:"spiffe_ids"`
+	Serials      []string `json:"serials"`
+	Token        string   `json:"token"`
+	Subject      string   `json:"subject"`
+	TrustDomains []string `json:"trust_domains"`
+	Peer         string   `json:"peer"`
 }
 
 // copyProbe copies the probe binary into dir, appending extra bytes so the

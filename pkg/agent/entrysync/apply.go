@@ -1,6 +1,7 @@
 package entrysync
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -32,6 +33,10 @@ type applied struct {
 	upserts []*typesv1.Entry
 	deleted []string
 	bundle  *spiffebundle.Bundle
+	// federated, when federatedSet, is the complete set of federated
+	// bundles to hand to the manager.
+	federated    []*spiffebundle.Bundle
+	federatedSet bool
 	// done is set once a snapshot or resume is complete.
 	done bool
 }
@@ -68,9 +73,10 @@ func newApplier(td spiffeid.TrustDomain, log *slog.Logger, st *agentcache.State)
 // restart forgets a snapshot cut short by a broken stream.
 func (a *applier) restart() { a.pending = nil }
 
-// apply computes the change msg makes. A message with a bad bundle is
-// refused whole; a bad entry is logged and dropped (and, if the agent held
-// an earlier version, deleted) so one bad record cannot stall the sync.
+// apply computes the change msg makes. A message with a bad own bundle is
+// refused whole; a bad federated bundle or a bad entry is logged and
+// dropped (an entry the agent held in an earlier version is deleted) so
+// one bad record, or one partner's, cannot stall the sync.
 func (a *applier) apply(msg *agentv1.SyncResponse) (applied, error) {
 	var out applied
 	if msg.GetRevision() < 0 {
@@ -82,6 +88,11 @@ func (a *applier) apply(msg *agentv1.SyncResponse) (applied, error) {
 			return out, fmt.Errorf("sync message: %w", err)
 		}
 		out.bundle, out.change.Bundle = b, msg.GetBundle()
+	}
+	if msg.GetFederatedBundlesSet() {
+		fed, kept := a.federated(msg.GetFederatedBundles())
+		out.federated, out.federatedSet = fed, true
+		out.change.FederatedBundlesSet, out.change.FederatedBundles = true, kept
 	}
 	upserts, deleted := a.validEntries(msg)
 	if msg.GetReset_() {
@@ -118,6 +129,39 @@ func (a *applier) apply(msg *agentv1.SyncResponse) (applied, error) {
 	a.commit(out)
 	out.done = true
 	return out, nil
+}
+
+// federated checks a complete set of federated bundles and returns it
+// converted and in wire form. A bundle claiming the agent's own trust
+// domain is ignored (federation must never replace the agent's own
+// roots), as are one that does not convert and a repeated trust domain:
+// each is logged, and the partners' other bundles still go through.
+func (a *applier) federated(in []*typesv1.Bundle) ([]*spiffebundle.Bundle, []*typesv1.Bundle) {
+	out := make([]*spiffebundle.Bundle, 0, len(in))
+	kept := make([]*typesv1.Bundle, 0, len(in))
+	seen := make(map[string]int, len(in))
+	for i, pb := range in {
+		b, err := trust.FederatedFromProto(a.td, pb)
+		if errors.Is(err, trust.ErrOwnTrustDomain) {
+			a.log.Warn("ignoring a federated bundle from the server that claims the agent's own trust domain",
+				"field", fmt.Sprintf("federated_bundles[%d]", i), telemetry.TrustDomain, a.td.Name())
+			continue
+		}
+		if err != nil {
+			a.log.Warn("ignoring a federated bundle from the server that does not convert",
+				"field", fmt.Sprintf("federated_bundles[%d]", i), telemetry.TrustDomain, pb.GetTrustDomain(), telemetry.Error, err.Error())
+			continue
+		}
+		name := b.TrustDomain().Name()
+		if j, dup := seen[name]; dup {
+			a.log.Warn("ignoring a repeated federated bundle from the server",
+				"field", fmt.Sprintf("federated_bundles[%d]", i), telemetry.TrustDomain, name, "first", fmt.Sprintf("federated_bundles[%d]", j))
+			continue
+		}
+		seen[name] = i
+		out, kept = append(out, b), append(kept, pb)
+	}
+	return out, kept
 }
 
 // validEntries splits msg's entries into valid upserts and ids to delete,

@@ -1,6 +1,7 @@
 package entrysync
 
 import (
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nhid/nhid/pkg/agent/internal/agenttest"
 	"github.com/nhid/nhid/pkg/clock"
@@ -38,8 +40,11 @@ type summary struct {
 	Deleted  []string // sorted
 	Revision int64
 	Bundle   bool
-	Done     bool
-	Held     []string // what the applier holds afterwards, sorted
+	// Federated is the trust domains of a federated set, in cache and
+	// target alike; nil when the message set none.
+	Federated []string
+	Done      bool
+	Held      []string // what the applier holds afterwards, sorted
 }
 
 func summarise(a *applier, out applied) summary {
@@ -54,6 +59,21 @@ func summarise(a *applier, out applied) summary {
 		s.Upserts = append(s.Upserts, e.GetId()+"@"+strconv.FormatInt(e.GetRevision(), 10))
 	}
 	slices.Sort(s.Upserts)
+	if out.federatedSet || out.change.FederatedBundlesSet {
+		// What the target gets and what the cache stores must agree; a
+		// disagreement shows up as an extra element.
+		s.Federated = []string{}
+		var cached []string
+		for _, b := range out.federated {
+			s.Federated = append(s.Federated, b.TrustDomain().Name())
+		}
+		for _, b := range out.change.FederatedBundles {
+			cached = append(cached, b.GetTrustDomain())
+		}
+		if !out.federatedSet || !out.change.FederatedBundlesSet || !slices.Equal(s.Federated, cached) {
+			s.Federated = append(s.Federated, fmt.Sprintf("cache differs: set %v, %v", out.change.FederatedBundlesSet, cached))
+		}
+	}
 	for id, rev := range a.held {
 		s.Held = append(s.Held, id+"@"+strconv.FormatInt(rev, 10))
 	}
@@ -65,6 +85,12 @@ func TestApplier(t *testing.T) {
 	bundle := agenttest.NewCA(t, td, clock.Real()).Bundle()
 	held := &agentcache.State{Revision: 10, Entries: []*typesv1.Entry{ent("a", 1), ent("b", 2), ent("c", 3)}}
 	badBundle := &typesv1.Bundle{TrustDomain: "other.org", X509Authorities: bundle.X509Authorities}
+	partner := agenttest.NewCA(t, spiffeid.RequireTrustDomainFromString("partner.test"), clock.Real()).Bundle()
+	other := agenttest.NewCA(t, spiffeid.RequireTrustDomainFromString("other.test"), clock.Real()).Bundle()
+	jwtOnly := proto.Clone(other).(*typesv1.Bundle)
+	jwtOnly.X509Authorities = nil
+	badFed := proto.Clone(partner).(*typesv1.Bundle)
+	badFed.JwtAuthorities[0].PublicKey = []byte("x")
 	invalid := ent("b", 11)
 	invalid.SpiffeId = "spiffe://other.org/w/b"
 
@@ -114,6 +140,38 @@ func TestApplier(t *testing.T) {
 			name: "bundle alone",
 			msgs: []*agentv1.SyncResponse{{Bundle: bundle}},
 			want: summary{Bundle: true, Held: []string{"a@1", "b@2", "c@3"}},
+		},
+		{
+			name: "federated set with the first page of a snapshot",
+			msgs: []*agentv1.SyncResponse{{Reset_: true, Upserts: []*typesv1.Entry{ent("z", 20)}, Bundle: bundle,
+				FederatedBundlesSet: true, FederatedBundles: []*typesv1.Bundle{partner, jwtOnly}}},
+			want: summary{Bundle: true, Federated: []string{"partner.test", "other.test"}, Held: []string{"a@1", "b@2", "c@3"}},
+		},
+		{
+			name: "empty federated set clears them",
+			msgs: []*agentv1.SyncResponse{{FederatedBundlesSet: true}},
+			want: summary{Federated: []string{}, Held: []string{"a@1", "b@2", "c@3"}},
+		},
+		{
+			name: "federated bundles without the set flag are not a set",
+			msgs: []*agentv1.SyncResponse{{FederatedBundles: []*typesv1.Bundle{partner}, Revision: 11}},
+			want: summary{Revision: 11, Held: []string{"a@1", "b@2", "c@3"}},
+		},
+		{
+			name: "a federated bundle claiming the own trust domain is left out",
+			msgs: []*agentv1.SyncResponse{{FederatedBundlesSet: true, FederatedBundles: []*typesv1.Bundle{bundle, partner}}},
+			want: summary{Federated: []string{"partner.test"}, Held: []string{"a@1", "b@2", "c@3"}},
+		},
+		{
+			// One partner's bad bundle must not stall every agent's sync.
+			name: "a bad federated bundle is left out and the rest applies",
+			msgs: []*agentv1.SyncResponse{{Upserts: []*typesv1.Entry{ent("e", 14)}, Revision: 14, FederatedBundlesSet: true, FederatedBundles: []*typesv1.Bundle{other, badFed}}},
+			want: summary{Upserts: []string{"e@14"}, Revision: 14, Federated: []string{"other.test"}, Held: []string{"a@1", "b@2", "c@3", "e@14"}},
+		},
+		{
+			name: "a trust domain twice in the federated set is kept once",
+			msgs: []*agentv1.SyncResponse{{FederatedBundlesSet: true, FederatedBundles: []*typesv1.Bundle{partner, other, partner}}},
+			want: summary{Federated: []string{"partner.test", "other.test"}, Held: []string{"a@1", "b@2", "c@3"}},
 		},
 		{
 			name:  "after a failed cache write the snapshot rewrites the cache whole",

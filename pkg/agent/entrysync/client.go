@@ -1,8 +1,8 @@
 // Package entrysync is nhid-agent's sync client: it keeps a Sync stream
 // open to the server, applies what arrives (snapshots, resumes, changes,
-// bundle) to the on-disk cache and then to the SVID manager, and
-// reconnects with exponential backoff and jitter when the stream breaks,
-// resuming from the last revision it persisted.
+// bundle, federated bundles) to the on-disk cache and then to the SVID
+// manager, and reconnects with exponential backoff and jitter when the
+// stream breaks, resuming from the last revision it persisted.
 package entrysync
 
 import (
@@ -47,6 +47,9 @@ type Cache interface {
 type Target interface {
 	ApplyEntries(upserts []*typesv1.Entry, deletedIDs []string)
 	SetBundle(*spiffebundle.Bundle)
+	// SetFederatedBundles replaces the federated bundles with a complete
+	// set; an empty one clears them.
+	SetFederatedBundles([]*spiffebundle.Bundle)
 }
 
 // Config configures New.
@@ -201,6 +204,11 @@ func (c *Client) handle(msg *agentv1.SyncResponse) error {
 			c.cfg.OnBundle(out.bundle)
 		}
 	}
+	// Federated bundles before entries: an entry that starts federating in
+	// the same message reaches workloads with its bundles in one Update.
+	if out.federatedSet {
+		c.cfg.Target.SetFederatedBundles(out.federated)
+	}
 	if len(out.upserts) > 0 || len(out.deleted) > 0 {
 		c.cfg.Target.ApplyEntries(out.upserts, out.deleted)
 	}
@@ -222,7 +230,8 @@ func (c *Client) handle(msg *agentv1.SyncResponse) error {
 }
 
 func isEmpty(ch agentcache.Change) bool {
-	return !ch.Reset && len(ch.Upserts) == 0 && len(ch.DeletedIDs) == 0 && ch.Revision == 0 && ch.Bundle == nil
+	return !ch.Reset && len(ch.Upserts) == 0 && len(ch.DeletedIDs) == 0 && ch.Revision == 0 && ch.Bundle == nil &&
+		!ch.FederatedBundlesSet
 }
 
 // backoff is the wait after n consecutive failed streams: exponential

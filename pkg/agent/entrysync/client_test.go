@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -30,7 +31,9 @@ type recorder struct {
 	mu      sync.Mutex
 	entries map[string]int64
 	bundles int
-	changed chan struct{}
+	// federated is the trust domains of the last federated set, or nil.
+	federated []string
+	changed   chan struct{}
 }
 
 func newRecorder() *recorder {
@@ -53,6 +56,22 @@ func (r *recorder) SetBundle(*spiffebundle.Bundle) {
 	r.mu.Lock()
 	r.bundles++
 	r.mu.Unlock()
+}
+
+func (r *recorder) SetFederatedBundles(bundles []*spiffebundle.Bundle) {
+	r.mu.Lock()
+	r.federated = []string{}
+	for _, b := range bundles {
+		r.federated = append(r.federated, b.TrustDomain().Name())
+	}
+	r.mu.Unlock()
+	r.changed <- struct{}{}
+}
+
+func (r *recorder) federatedTDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.federated)
 }
 
 func (r *recorder) ids() []string {
@@ -195,6 +214,84 @@ func TestRun_ARefusedMessageReconnects(t *testing.T) {
 	if ids := target.ids(); len(ids) != 0 {
 		t.Errorf("refused message reached the target: %v", ids)
 	}
+}
+
+func TestRun_FederatedBundlesArePersistedThenHandedToTheTarget(t *testing.T) {
+	ca := agenttest.NewCA(t, td, clock.Real())
+	srv, conn := agenttest.Start(t, ca)
+	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cache.Close() })
+	target := newRecorder()
+	startClient(t, srv, agentv1.NewAgentServiceClient(conn), cache, target)
+	partner := federatedBundle(t, "partner.test")
+	st := nextStream(t, srv)
+	st.Send <- &agentv1.SyncResponse{Reset_: true, SnapshotDone: true, Revision: 1, Bundle: ca.Bundle(),
+		FederatedBundlesSet: true, FederatedBundles: []*typesv1.Bundle{partner, ca.Bundle()}}
+	waitChange(t, target)
+	if diff := cmp.Diff([]string{"partner.test"}, target.federatedTDs()); diff != "" {
+		t.Errorf("federated bundles given to the target (-want +got):\n%s", diff)
+	}
+	if got := cachedFederated(t, cache); !slices.Equal(got, []string{"partner.test"}) {
+		t.Errorf("cached federated bundles = %v, want [partner.test] (the own trust domain's left out)", got)
+	}
+
+	st.Send <- &agentv1.SyncResponse{FederatedBundlesSet: true}
+	waitChange(t, target)
+	if got := target.federatedTDs(); got == nil || len(got) != 0 {
+		t.Errorf("federated bundles after an empty set = %v, want an empty set", got)
+	}
+	if got := cachedFederated(t, cache); len(got) != 0 {
+		t.Errorf("cached federated bundles after an empty set = %v, want none", got)
+	}
+}
+
+func TestRun_ABadFederatedBundleIsLeftOutAndTheRestApplies(t *testing.T) {
+	ca := agenttest.NewCA(t, td, clock.Real())
+	srv, conn := agenttest.Start(t, ca)
+	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cache.Close() })
+	target := newRecorder()
+	startClient(t, srv, agentv1.NewAgentServiceClient(conn), cache, target)
+	bad := federatedBundle(t, "partner.test")
+	bad.X509Authorities[0].Asn1 = []byte("not a certificate")
+	st := nextStream(t, srv)
+	st.Send <- &agentv1.SyncResponse{Reset_: true, Upserts: []*typesv1.Entry{ent("a", 1)}, Bundle: ca.Bundle(), SnapshotDone: true, Revision: 1,
+		FederatedBundlesSet: true, FederatedBundles: []*typesv1.Bundle{bad, federatedBundle(t, "good.test")}}
+	deadline := time.After(waitTimeout)
+	for !slices.Equal(target.ids(), []string{"a"}) || !slices.Equal(target.federatedTDs(), []string{"good.test"}) {
+		select {
+		case <-target.changed:
+		case <-deadline:
+			t.Fatalf("snapshot not applied without the bad partner bundle: entries %v, federated %v", target.ids(), target.federatedTDs())
+		}
+	}
+	if got := cachedFederated(t, cache); !slices.Equal(got, []string{"good.test"}) {
+		t.Errorf("cached federated bundles = %v, want only good.test", got)
+	}
+}
+
+func federatedBundle(t *testing.T, name string) *typesv1.Bundle {
+	t.Helper()
+	return agenttest.NewCA(t, spiffeid.RequireTrustDomainFromString(name), clock.Real()).Bundle()
+}
+
+func cachedFederated(t *testing.T, cache *agentcache.Cache) []string {
+	t.Helper()
+	st, err := cache.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, b := range st.FederatedBundles {
+		out = append(out, b.GetTrustDomain())
+	}
+	return out
 }
 
 func TestNew_RequiresItsParts(t *testing.T) {

@@ -2,8 +2,9 @@
 // from the server, keeps an X.509-SVID for each (keys made on the node,
 // CSRs minted by the server in batches, rotated at about half life), and
 // implements the Workload API's workloadapi.Manager on top: selector
-// matching, subscriptions pushed on every change, and JWT-SVIDs minted on
-// demand and cached.
+// matching, subscriptions pushed on every change, the bundles of the
+// federated trust domains each workload's entries name, and JWT-SVIDs
+// minted on demand and cached.
 //
 // Pre-minted SVIDs are bounded: beyond MaxPreMintedSVIDs, SVIDs are minted
 // when a workload asks for them and the least recently used unpinned ones
@@ -105,8 +106,12 @@ type Manager struct {
 	idle    *list.List // of unpinned *record whose SVID is parsed; front = most recently used
 	maxIdle int        // bound on idle; maxIdleParsed but in tests
 	bundle  *spiffebundle.Bundle
-	// bundleGen and seq number bundles and SVIDs for Update keys.
+	// federated holds federated trust domains' bundles by trust domain name.
+	federated map[string]fedBundle
+	// bundleGen, fedGen and seq number bundles, federated bundles and
+	// SVIDs for Update keys.
 	bundleGen uint64
+	fedGen    uint64
 	seq       uint64
 	subs      map[*subscription]struct{}
 	jwts      map[string]jwtToken

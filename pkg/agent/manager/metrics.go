@@ -20,6 +20,7 @@ type metrics struct {
 	svids        prometheus.Gauge
 	subs         prometheus.Gauge
 	rotationLag  prometheus.Gauge
+	federated    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,13 +47,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		subs:         gauge("subscriptions", "Open Workload API subscriptions."),
 		rotationLag: gauge("svid_rotation_lag_seconds",
 			"How far past its rotation point the most overdue held X.509-SVID is; 0 when none is overdue."),
+		federated: gauge("federated_bundles", "Bundles of federated trust domains held for workloads."),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.x509Minted, m.x509Failures, m.x509Served, m.jwtMinted, m.jwtFailures,
-		m.jwtServed, m.updates, m.entries, m.svids, m.subs, m.rotationLag,
+		m.jwtServed, m.updates, m.entries, m.svids, m.subs, m.rotationLag, m.federated,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

@@ -115,11 +115,12 @@ func (m *Manager) refreshLocked(s *subscription, now time.Time) bool {
 		return pending
 	}
 	slices.SortFunc(ready, func(a, b *record) int { return strings.Compare(a.entry.GetId(), b.entry.GetId()) })
-	key := m.updateKey(ready)
+	feds := m.federatedForLocked(recs)
+	key := m.updateKey(ready, feds)
 	if s.sent && key == s.key {
 		return false
 	}
-	u := m.buildUpdateLocked(ready)
+	u := m.buildUpdateLocked(ready, feds)
 	select {
 	case <-s.ch: // a slow reader skips to the newest state
 	default:
@@ -187,11 +188,12 @@ func (m *Manager) unidleLocked(r *record) {
 	}
 }
 
-// updateKey identifies an Update's content: the bundle, and per identity
-// its entry revision and its SVID.
-func (m *Manager) updateKey(ready []*record) string {
+// updateKey identifies an Update's content: the bundle, the federated
+// bundles, and per identity its entry revision and its SVID.
+func (m *Manager) updateKey(ready []*record, feds []fedBundle) string {
 	var b strings.Builder
 	b.WriteString(strconv.FormatUint(m.bundleGen, 10))
+	writeFederatedKey(&b, feds)
 	for _, r := range ready {
 		b.WriteByte('|')
 		b.WriteString(r.entry.GetId())
@@ -203,11 +205,16 @@ func (m *Manager) updateKey(ready []*record) string {
 	return b.String()
 }
 
-// buildUpdateLocked turns ready records (ordered by id) into an Update,
-// marking their SVIDs as recently used. Parsed forms are kept: pinned
-// ones for the subscriptions' next Updates, the others as idle.
-func (m *Manager) buildUpdateLocked(ready []*record) *workloadapi.Update {
-	u := &workloadapi.Update{Bundle: m.bundle, Identities: make([]workloadapi.Identity, 0, len(ready))}
+// buildUpdateLocked turns ready records (ordered by id) and federated
+// bundles into an Update, marking the SVIDs as recently used. Parsed forms
+// are kept: pinned ones for the subscriptions' next Updates, the others as
+// idle.
+func (m *Manager) buildUpdateLocked(ready []*record, feds []fedBundle) *workloadapi.Update {
+	u := &workloadapi.Update{
+		Bundle:           m.bundle,
+		FederatedBundles: federatedBundles(feds),
+		Identities:       make([]workloadapi.Identity, 0, len(ready)),
+	}
 	for _, r := range ready {
 		p := r.svid.parsed
 		if p == nil {
@@ -257,7 +264,7 @@ func (m *Manager) Current(sels selector.Set) *workloadapi.Update {
 		}
 		if !pending || time.Now().After(deadline) {
 			slices.SortFunc(ready, func(a, b *record) int { return strings.Compare(a.entry.GetId(), b.entry.GetId()) })
-			u := m.buildUpdateLocked(ready)
+			u := m.buildUpdateLocked(ready, m.federatedForLocked(recs))
 			m.mu.Unlock()
 			return u
 		}

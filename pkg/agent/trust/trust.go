@@ -1,5 +1,6 @@
 // Package trust owns the agent's view of its trust domain's bundle: turning
-// the bundle the server sends into go-spiffe's type after checking it, the
+// the bundle the server sends into go-spiffe's type after checking it (and
+// the bundles of federated trust domains likewise), the
 // bundle.pem file the agent keeps it in between runs, and a Source whose
 // content can change under live TLS configurations as the CA rotates.
 package trust
@@ -34,6 +35,39 @@ func FromProto(td spiffeid.TrustDomain, b *typesv1.Bundle) (*spiffebundle.Bundle
 	if len(b.GetX509Authorities()) == 0 {
 		return nil, errors.New("bundle.x509_authorities: must not be empty")
 	}
+	return convert(td, b)
+}
+
+// ErrOwnTrustDomain is returned by FederatedFromProto for a bundle that
+// claims the agent's own trust domain: callers ignore it, since a
+// federated bundle must never replace the agent's own roots.
+var ErrOwnTrustDomain = errors.New("claims the agent's own trust domain")
+
+// FederatedFromProto checks the bundle of a federated trust domain and
+// converts it for the trust domain it names. Unlike the agent's own bundle
+// it need not hold X.509 authorities: a partner may federate for
+// JWT-SVIDs alone, and an empty bundle (a partner publishing no keys yet)
+// trusts nothing rather than stalling the sync. own is the agent's trust
+// domain; a bundle naming it fails with an error wrapping
+// ErrOwnTrustDomain. Errors name the field at fault.
+func FederatedFromProto(own spiffeid.TrustDomain, b *typesv1.Bundle) (*spiffebundle.Bundle, error) {
+	if b == nil {
+		return nil, errors.New("bundle: missing")
+	}
+	td, err := spiffeid.TrustDomainFromString(b.GetTrustDomain())
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("bundle.trust_domain: %q: %w", b.GetTrustDomain(), err)
+	case td.Name() != b.GetTrustDomain():
+		return nil, fmt.Errorf("bundle.trust_domain: %q is not a trust domain name", b.GetTrustDomain())
+	case td == own:
+		return nil, fmt.Errorf("bundle.trust_domain: %q %w", td.Name(), ErrOwnTrustDomain)
+	}
+	return convert(td, b)
+}
+
+// convert parses every authority of b into a bundle for td.
+func convert(td spiffeid.TrustDomain, b *typesv1.Bundle) (*spiffebundle.Bundle, error) {
 	out := spiffebundle.New(td)
 	for i, a := range b.GetX509Authorities() {
 		cert, err := x509.ParseCertificate(a.GetAsn1())

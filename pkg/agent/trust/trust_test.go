@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +56,59 @@ func TestFromProto(t *testing.T) {
 			if len(got.X509Authorities()) != 1 || len(got.JWTAuthorities()) != 1 || hint != 300*time.Second || seq != 9 {
 				t.Errorf("bundle = %d X.509, %d JWT, hint %v, seq %d; want 1, 1, 5m, 9",
 					len(got.X509Authorities()), len(got.JWTAuthorities()), hint, seq)
+			}
+		})
+	}
+}
+
+func TestFederatedFromProto(t *testing.T) {
+	partner := spiffeid.RequireTrustDomainFromString("partner.test")
+	valid := agenttest.NewCA(t, partner, clock.Real()).Bundle()
+	valid.RefreshHint, valid.SequenceNumber = 60, 4
+	mod := func(f func(b *typesv1.Bundle)) *typesv1.Bundle {
+		b := proto.Clone(valid).(*typesv1.Bundle)
+		f(b)
+		return b
+	}
+	tests := []struct {
+		name      string
+		in        *typesv1.Bundle
+		wantErr   string
+		wantX509  int
+		wantJWT   int
+		wantOwnTD bool
+	}{
+		{name: "valid", in: valid, wantX509: 1, wantJWT: 1},
+		{name: "JWT authorities only", in: mod(func(b *typesv1.Bundle) { b.X509Authorities = nil }), wantJWT: 1},
+		{name: "X.509 authorities only", in: mod(func(b *typesv1.Bundle) { b.JwtAuthorities = nil }), wantX509: 1},
+		{name: "missing", in: nil, wantErr: "bundle: missing"},
+		{name: "no authority at all", in: mod(func(b *typesv1.Bundle) { b.X509Authorities, b.JwtAuthorities = nil, nil })},
+		{name: "own trust domain", in: mod(func(b *typesv1.Bundle) { b.TrustDomain = "example.org" }), wantErr: "bundle.trust_domain", wantOwnTD: true},
+		{name: "empty trust domain", in: mod(func(b *typesv1.Bundle) { b.TrustDomain = "" }), wantErr: "bundle.trust_domain"},
+		{name: "trust domain as a SPIFFE ID", in: mod(func(b *typesv1.Bundle) { b.TrustDomain = "spiffe://partner.test" }), wantErr: "bundle.trust_domain"},
+		{name: "upper-case trust domain", in: mod(func(b *typesv1.Bundle) { b.TrustDomain = "Partner.test" }), wantErr: "bundle.trust_domain"},
+		{name: "bad X.509 authority", in: mod(func(b *typesv1.Bundle) { b.X509Authorities[0].Asn1 = []byte("x") }), wantErr: "bundle.x509_authorities[0]"},
+		{name: "bad JWT key", in: mod(func(b *typesv1.Bundle) { b.JwtAuthorities[0].PublicKey = []byte("x") }), wantErr: "bundle.jwt_authorities[0].public_key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FederatedFromProto(td, tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				if errors.Is(err, ErrOwnTrustDomain) != tt.wantOwnTD {
+					t.Errorf("errors.Is(err, ErrOwnTrustDomain) = %v, want %v", !tt.wantOwnTD, tt.wantOwnTD)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FederatedFromProto: %v", err)
+			}
+			seq, _ := got.SequenceNumber()
+			if got.TrustDomain() != partner || len(got.X509Authorities()) != tt.wantX509 || len(got.JWTAuthorities()) != tt.wantJWT || seq != 4 {
+				t.Errorf("bundle = %s with %d X.509, %d JWT, seq %d; want partner.test, %d, %d, 4",
+					got.TrustDomain(), len(got.X509Authorities()), len(got.JWTAuthorities()), seq, tt.wantX509, tt.wantJWT)
 			}
 		})
 	}

@@ -82,6 +82,7 @@ func TestAuditChanges_Entries(t *testing.T) {
 	ctx := testCtx(t)
 	e := h.create(t, workloadEntry("db"))
 	e.Selectors = []string{"unix:uid:1001"}
+	e.FederatesWith = []string{"z.test", "partner.test"}
 	if _, err := h.entries.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: e}); err != nil {
 		t.Fatalf("UpdateEntry: %v", err)
 	}
@@ -111,6 +112,12 @@ func TestAuditChanges_Entries(t *testing.T) {
 	all := rec.all()
 	if got := all[1].Details["selectors"]; fmt.Sprint(got) != "[unix:uid:1001]" {
 		t.Errorf("update record selectors = %v, want the new ones", got)
+	}
+	if got := all[1].Details["federates_with"]; fmt.Sprint(got) != "[partner.test z.test]" {
+		t.Errorf("update record federates_with = %v, want the new, normalised ones", got)
+	}
+	if got, ok := all[0].Details["federates_with"]; ok {
+		t.Errorf("create record federates_with = %v, want none for an entry without federation", got)
 	}
 	if all[5].Details["index"] != 1 || all[5].Details["spiffe_id"] != "not a SPIFFE ID" || all[5].Reason == "" {
 		t.Errorf("refused batch item record = %+v, want its index, what it asked and why it failed", all[5])

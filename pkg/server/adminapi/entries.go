@@ -56,15 +56,21 @@ const (
 )
 
 // entryChange describes a change to e: the stored entry when the change
-// succeeded, else what the request named (possibly nil).
+// succeeded, else what the request named (possibly nil). federates_with is
+// recorded with the selectors because it decides which foreign roots the
+// entry's workloads trust.
 func entryChange(action string, e *typesv1.Entry) change {
+	details := map[string]any{
+		"spiffe_id": e.GetSpiffeId(), "parent_id": e.GetParentId(),
+		"selectors": e.GetSelectors(), "revision": e.GetRevision(),
+	}
+	if fw := e.GetFederatesWith(); len(fw) > 0 {
+		details["federates_with"] = fw
+	}
 	return change{
-		action: action,
-		target: e.GetId(),
-		details: map[string]any{
-			"spiffe_id": e.GetSpiffeId(), "parent_id": e.GetParentId(),
-			"selectors": e.GetSelectors(), "revision": e.GetRevision(),
-		},
+		action:  action,
+		target:  e.GetId(),
+		details: details,
 		attrs: []slog.Attr{
 			slog.String(telemetry.EntryID, e.GetId()),
 			slog.String(telemetry.SPIFFEID, e.GetSpiffeId()),

@@ -82,6 +82,14 @@ func TestCreateEntry_BadInputIsInvalidArgumentNamingTheFieldAndStoresNothing(t *
 		{"scope with a space", func(e *typesv1.Entry) *typesv1.Entry { e.ScopeCeiling = []string{"a b"}; return e }, "entry.scope_ceiling[0]"},
 		{"bad id", func(e *typesv1.Entry) *typesv1.Entry { e.Id = "a/b"; return e }, "entry.id"},
 		{"negative expires_at", func(e *typesv1.Entry) *typesv1.Entry { e.ExpiresAt = -5; return e }, "entry.expires_at"},
+		{"federating with the own trust domain", func(e *typesv1.Entry) *typesv1.Entry {
+			e.FederatesWith = []string{"example.org"}
+			return e
+		}, "entry.federates_with[0]"},
+		{"federating with a bad trust domain", func(e *typesv1.Entry) *typesv1.Entry {
+			e.FederatesWith = []string{"partner.test", "Partner.Test"}
+			return e
+		}, "entry.federates_with[1]"},
 	}
 	h := newHarness(t, harnessOptions{})
 	h.create(t, workloadEntry("existing"))
@@ -182,6 +190,10 @@ func TestUpdateEntry(t *testing.T) {
 		{"invalid SPIFFE ID", func(e *typesv1.Entry) *typesv1.Entry { e.SpiffeId = "spiffe://example.org//x"; return e }, "entry.spiffe_id"},
 		{"selector without a colon", func(e *typesv1.Entry) *typesv1.Entry { e.Selectors = []string{"nocolon"}; return e }, "entry.selectors[0]"},
 		{"ttl out of range", func(e *typesv1.Entry) *typesv1.Entry { e.X509Ttl = 1; return e }, "entry.x509_ttl"},
+		{"duplicate federated trust domain", func(e *typesv1.Entry) *typesv1.Entry {
+			e.FederatesWith = []string{"partner.test", "partner.test"}
+			return e
+		}, "entry.federates_with[1]"},
 	}
 	for _, tt := range badUpdates {
 		t.Run("with "+tt.name+" is InvalidArgument and changes nothing", func(t *testing.T) {

@@ -1,6 +1,7 @@
 // Package agentcache is nhid-agent's on-disk cache: one bbolt file holding
 // the registration entries synced from the server, the sync revision they
-// were read at, the trust bundle, and the X.509-SVIDs minted for the entries
+// were read at, the trust bundle, the bundles of federated trust domains,
+// and the X.509-SVIDs minted for the entries
 // together with their private keys. It lets a restarted agent serve
 // still-valid SVIDs at once, even while the server is unreachable, and
 // resume the sync from where it stopped.
@@ -45,8 +46,11 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketEntries = []byte("entries") // entry id → typesv1.Entry
 	bucketSVIDs   = []byte("svids")   // entry id → svid record (see record.go)
+	// bucketFederated was added within schema 1: an older agent opening the
+	// file ignores it, and Open creates it in an older file.
+	bucketFederated = []byte("federated") // trust domain name → typesv1.Bundle
 
-	allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSVIDs}
+	allBuckets = [][]byte{bucketMeta, bucketEntries, bucketSVIDs, bucketFederated}
 
 	metaSchema   = []byte("schema")
 	metaRevision = []byte("revision")
@@ -152,11 +156,12 @@ func (c *Cache) Close() error {
 	return nil
 }
 
-// Reset empties the cache: entries, revision, bundle and SVIDs. The agent
-// uses it when Load reports a corrupt record, then syncs from scratch.
+// Reset empties the cache: entries, revision, bundle, federated bundles and
+// SVIDs. The agent uses it when Load reports a corrupt record, then syncs
+// from scratch.
 func (c *Cache) Reset() error {
 	return c.update("reset", func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketEntries, bucketSVIDs} {
+		for _, name := range [][]byte{bucketEntries, bucketSVIDs, bucketFederated} {
 			if err := tx.DeleteBucket(name); err != nil {
 				return fmt.Errorf("drop bucket %s: %w", name, err)
 			}

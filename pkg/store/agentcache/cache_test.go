@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	bbolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -234,6 +235,9 @@ func TestLoad_CorruptRecordIsReported(t *testing.T) {
 		{"svid without key", bucketSVIDs, "a", encodeSVID(SVID{EntryID: "a", CertChain: [][]byte{[]byte("c")}}), `svids/"a"`},
 		{"revision of the wrong size", bucketMeta, "revision", []byte{1, 2}, `meta/"revision"`},
 		{"bundle that does not decode", bucketMeta, "bundle", []byte{0xff, 0xff}, `meta/"bundle"`},
+		{"federated bundle that does not decode", bucketFederated, "partner.test", []byte{0xff, 0xff}, `federated/"partner.test"`},
+		{"federated bundle under another trust domain", bucketFederated, "partner.test",
+			mustMarshalBundle(t, &typesv1.Bundle{TrustDomain: "other.test"}), `federated/"partner.test"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -276,6 +280,15 @@ func mustMarshalEntry(t *testing.T, e *typesv1.Entry) []byte {
 		v = append([]byte(nil), tx.Bucket(bucketEntries).Get([]byte(e.GetId()))...)
 		return nil
 	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func mustMarshalBundle(t *testing.T, b *typesv1.Bundle) []byte {
+	t.Helper()
+	v, err := proto.Marshal(b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return v

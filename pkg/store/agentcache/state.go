@@ -18,6 +18,9 @@ type State struct {
 	Revision int64
 	// Bundle is the last trust bundle received; nil if none.
 	Bundle *typesv1.Bundle
+	// FederatedBundles are the bundles of federated trust domains last
+	// received, ordered by trust domain; nil if none.
+	FederatedBundles []*typesv1.Bundle
 	// Entries are ordered by id.
 	Entries []*typesv1.Entry
 	// SVIDs are ordered by entry id; each belongs to one of Entries.
@@ -36,6 +39,12 @@ type Change struct {
 	Revision int64
 	// Bundle, when not nil, replaces the stored bundle.
 	Bundle *typesv1.Bundle
+	// FederatedBundlesSet makes FederatedBundles replace the stored set of
+	// federated bundles whole; an empty FederatedBundles then clears it.
+	FederatedBundlesSet bool
+	// FederatedBundles are the federated bundles, one per trust domain.
+	// Ignored unless FederatedBundlesSet.
+	FederatedBundles []*typesv1.Bundle
 }
 
 // Load reads the whole cache. A record that does not decode makes Load fail
@@ -48,6 +57,9 @@ func (c *Cache) Load() (*State, error) {
 			return err
 		}
 		if st.Entries, err = readEntries(tx.Bucket(bucketEntries)); err != nil {
+			return err
+		}
+		if st.FederatedBundles, err = readFederated(tx.Bucket(bucketFederated)); err != nil {
 			return err
 		}
 		st.SVIDs, err = readSVIDs(tx.Bucket(bucketSVIDs))
@@ -142,6 +154,11 @@ func (c *Cache) Apply(ch Change) error {
 				return err
 			}
 		}
+		if ch.FederatedBundlesSet {
+			if err := writeFederated(tx, ch.FederatedBundles); err != nil {
+				return err
+			}
+		}
 		return writeMeta(tx.Bucket(bucketMeta), ch)
 	})
 }
@@ -180,7 +197,7 @@ func validateChange(ch Change) error {
 			return fmt.Errorf("deleted_ids[%d]: must not be empty", i)
 		}
 	}
-	return nil
+	return validateFederated(ch)
 }
 
 // clearEntries drops every entry; an SVID whose entry is re-sent in the

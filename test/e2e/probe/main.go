@@ -6,6 +6,10 @@
 //	probe x509                 fetch the X.509 context once
 //	probe watch                print every X.509 context update until killed
 //	probe jwt AUDIENCE         fetch a JWT-SVID and validate it back
+//	probe validate AUDIENCE TOKEN   validate someone else's JWT-SVID
+//	probe serve ADDR           accept mTLS connections (SPIFFE authenticated) and
+//	                           answer each with the client's SPIFFE ID
+//	probe dial ADDR SERVER_ID  connect over mTLS to a server of that SPIFFE ID
 package main
 
 import (
@@ -15,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -27,12 +32,16 @@ import (
 
 // result is what one fetch printed.
 type result struct {
-	SPIFFEIDs []string  `json:"spiffe_ids"`
-	Serials   []string  `json:"serials,omitempty"`
-	NotAfter  []string  `json:"not_after,omitempty"`
-	Token     string    `json:"token,omitempty"`
-	Subject   string    `json:"subject,omitempty"`
-	Time      time.Time `json:"time"`
+	SPIFFEIDs []string `json:"spiffe_ids"`
+	Serials   []string `json:"serials,omitempty"`
+	NotAfter  []string `json:"not_after,omitempty"`
+	Token     string   `json:"token,omitempty"`
+	Subject   string   `json:"subject,omitempty"`
+	// TrustDomains are those of the bundles received (x509), sorted.
+	TrustDomains []string `json:"trust_domains,omitempty"`
+	// Peer is the SPIFFE ID at the other end of an mTLS connection.
+	Peer string    `json:"peer,omitempty"`
+	Time time.Time `json:"time"`
 }
 
 func main() {
@@ -52,6 +61,21 @@ func main() {
 			fail(errors.New("probe jwt needs an audience"))
 		}
 		err = fetchJWT(ctx, os.Args[2])
+	case "validate":
+		if len(os.Args) < 4 {
+			fail(errors.New("probe validate needs an audience and a token"))
+		}
+		err = validate(ctx, os.Args[2], os.Args[3])
+	case "serve":
+		if len(os.Args) < 3 {
+			fail(errors.New("probe serve needs an address"))
+		}
+		err = serve(ctx, os.Args[2])
+	case "dial":
+		if len(os.Args) < 4 {
+			fail(errors.New("probe dial needs an address and the server's SPIFFE ID"))
+		}
+		err = dial(ctx, os.Args[2], os.Args[3])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -67,7 +91,12 @@ func fetchX509(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return emit(describe(x.SVIDs))
+	r := describe(x.SVIDs)
+	for _, b := range x.Bundles.Bundles() {
+		r.TrustDomains = append(r.TrustDomains, b.TrustDomain().Name())
+	}
+	slices.Sort(r.TrustDomains)
+	return emit(r)
 }
 
 func watch(ctx context.Context) error {
