@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"maps"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nhid/nhid/attestors/tpm"
 	"github.com/nhid/nhid/pkg/config"
+	"github.com/nhid/nhid/pkg/svid"
 )
 
 // maxRequoteInterval bounds server.tpm.requote_interval: a node quoted
@@ -109,27 +109,14 @@ func loadCAFile(file string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", file, len(certs), err)
-		}
-		if !c.IsCA {
-			return nil, fmt.Errorf("%s: certificate %d (%s) is not a CA certificate", file, len(certs), c.Subject)
-		}
-		certs = append(certs, c)
+	certs, err := svid.ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificates", file)
+	for i, c := range certs {
+		if !c.IsCA {
+			return nil, fmt.Errorf("%s: certificate %d (%s) is not a CA certificate", file, i+1, c.Subject)
+		}
 	}
 	return certs, nil
 }

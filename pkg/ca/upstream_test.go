@@ -198,7 +198,7 @@ func TestUpstream_BadFilesAreReportedByField(t *testing.T) {
 		{"missing cert file", filepath.Join(dir, "nope.crt"), good.keyFile, []string{"UpstreamCertFile", "no such file"}, false},
 		{"missing key file", good.certFile, filepath.Join(dir, "nope.key"), []string{"UpstreamKeyFile", "no such file"}, false},
 		{"unreadable key file", good.certFile, unreadable, []string{"UpstreamKeyFile", "permission denied"}, true},
-		{"cert file without PEM", path("garbage.crt", "hello"), good.keyFile, []string{"UpstreamCertFile", "no PEM CERTIFICATE block"}, false},
+		{"cert file without PEM", path("garbage.crt", "hello"), good.keyFile, []string{"UpstreamCertFile", "no PEM certificate found"}, false},
 		{"key file without PEM", good.certFile, path("garbage.key", "hello"), []string{"UpstreamKeyFile", "no PEM private key block"}, false},
 		{"key of another CA", good.certFile, other.keyFile, []string{"UpstreamKeyFile", "does not match the first certificate of UpstreamCertFile"}, false},
 		{"not a CA", leafish.certFile, leafish.keyFile, []string{"UpstreamCertFile", "not a CA"}, false},

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
+	"github.com/nhid/nhid/pkg/httpserve"
 	"github.com/nhid/nhid/pkg/telemetry"
 )
 
@@ -110,30 +110,8 @@ func (e *Endpoint) TLSConfig() *tls.Config { return e.tls.Clone() }
 // Serve serves HTTPS on lis until ctx ends, then stops gracefully. It
 // returns nil after a stop caused by ctx.
 func (e *Endpoint) Serve(ctx context.Context, lis net.Listener) error {
-	srv := &http.Server{
-		Handler:           e.handler,
-		TLSConfig:         e.TLSConfig(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(lis, "", "") }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve bundle endpoint on %s: %w", lis.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), endpointShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve bundle endpoint on %s: %w", lis.Addr(), err)
-	}
-	return nil
+	return httpserve.ServeTLS(ctx, lis, httpserve.Config{
+		Name: "bundle endpoint", Handler: e.handler, TLS: e.TLSConfig(), Log: e.log,
+		ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute, ShutdownTimeout: endpointShutdownTimeout,
+	})
 }

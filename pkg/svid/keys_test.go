@@ -187,3 +187,28 @@ func TestKeyMatches_DistinguishesKeys(t *testing.T) {
 		t.Fatalf("KeyMatches (-want +got):\n%s", diff)
 	}
 }
+
+func TestParseCertificatesPEM_AllCertificatesInOrderAndOnlyCertificates(t *testing.T) {
+	a, b := newTestCA(t, KeyTypeECP256), newTestCA(t, KeyTypeECP256)
+	pemOf := func(c *x509.Certificate) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	got, err := ParseCertificatesPEM([]byte("comment before\n" + pemOf(a.cert) + pemOf(b.cert)))
+	if err != nil || len(got) != 2 || !got[0].Equal(a.cert) || !got[1].Equal(b.cert) {
+		t.Fatalf("ParseCertificatesPEM = %d certificates, %v; want both in order", len(got), err)
+	}
+	keyPEM, err := EncodePrivateKeyPEM(mustKey(t, KeyTypeECP256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ data, want string }{
+		"empty":            {"", "no PEM certificate found"},
+		"a key after a CA": {pemOf(a.cert) + string(keyPEM), `PEM block 2 is "PRIVATE KEY", want CERTIFICATE`},
+		"a broken cert":    {string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})), "certificate 1:"},
+		"text without PEM": {"hello", "no PEM certificate found"},
+	} {
+		if _, err := ParseCertificatesPEM([]byte(tc.data)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/nhid/nhid/pkg/atomicfile"
+	"github.com/nhid/nhid/pkg/svid"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
@@ -104,24 +105,9 @@ func ReadPEM(td spiffeid.TrustDomain, path string) (*x509bundle.Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read trust bundle: %w", err)
 	}
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("trust bundle %s: PEM block %d is %q, want CERTIFICATE", path, len(certs)+1, block.Type)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("trust bundle %s: certificate %d: %w", path, len(certs)+1, err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("trust bundle %s: no PEM certificate found", path)
+	certs, err := svid.ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("trust bundle %s: %w", path, err)
 	}
 	return x509bundle.FromX509Authorities(td, certs), nil
 }

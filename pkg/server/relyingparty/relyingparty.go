@@ -27,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nhid/nhid/pkg/clock"
+	"github.com/nhid/nhid/pkg/httpserve"
 	"github.com/nhid/nhid/pkg/server/servertls"
 	"github.com/nhid/nhid/pkg/telemetry"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -193,30 +194,8 @@ func (s *Server) TLSConfig() *tls.Config {
 // Serve serves HTTPS on lis until ctx ends, then stops gracefully within
 // ShutdownTimeout. It returns nil after a stop caused by ctx.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(lis, "", "") }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve relying-party endpoints on %s: %w", lis.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve relying-party endpoints on %s: %w", lis.Addr(), err)
-	}
-	return nil
+	return httpserve.ServeTLS(ctx, lis, httpserve.Config{
+		Name: "relying-party endpoints", Handler: s.Handler(), TLS: s.TLSConfig(), Log: s.log,
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: s.cfg.ShutdownTimeout,
+	})
 }
