@@ -12,11 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/nhid/nhid/pkg/audit"
 	"github.com/nhid/nhid/pkg/audit/auditlog"
-	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/store/bolt"
 )
@@ -47,19 +44,7 @@ func newAuditServer(t *testing.T, records int) *auditServer {
 	t.Cleanup(func() { cancel(); <-done })
 	s := &auditServer{socket: filepath.Join(dir, "server.sock"), log: l, dir: dir}
 	s.record(t, records)
-	svc, err := adminapi.New(adminapi.Config{TrustDomain: td, Store: st, AuditLog: l})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := peercred.Listen(s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unary, stream := adminapi.AuthorizePeer(nil, nil)
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()), grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
-	svc.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	serveAdmin(t, dir, st, adminapi.Config{AuditLog: l})
 	return s
 }
 

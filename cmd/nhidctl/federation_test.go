@@ -19,10 +19,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
 
 	"github.com/nhid/nhid/pkg/federation"
-	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/store/bolt"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
@@ -182,20 +180,7 @@ func newFederationServer(t *testing.T) *server {
 	go func() { _ = ref.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	s := &server{socket: filepath.Join(dir, "server.sock"), store: &countingStore{Store: st}}
-	svc, err := adminapi.New(adminapi.Config{TrustDomain: td, Store: s.store, Federation: ref})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := peercred.Listen(s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unary, stream := adminapi.AuthorizePeer(nil, nil)
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()), grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
-	svc.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	s := serveAdmin(t, dir, st, adminapi.Config{Federation: ref})
 	return s
 }
 

@@ -10,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/nhid/nhid/pkg/ca"
 	"github.com/nhid/nhid/pkg/grant"
-	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/policy"
 	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/store/bolt"
@@ -56,20 +53,7 @@ func newGrantServer(t *testing.T) *grantServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{socket: filepath.Join(dir, "server.sock"), store: &countingStore{Store: st}}
-	svc, err := adminapi.New(adminapi.Config{TrustDomain: td, Store: s.store, Grants: gs, Ledger: st, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := peercred.Listen(s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unary, stream := adminapi.AuthorizePeer(nil, nil)
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()), grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
-	svc.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	s := serveAdmin(t, dir, st, adminapi.Config{Grants: gs, Ledger: st, Log: log})
 	return &grantServer{server: s, grants: gs}
 }
 

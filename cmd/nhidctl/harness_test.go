@@ -66,8 +66,16 @@ func newServer(t *testing.T) *server {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	return serveAdmin(t, dir, st, adminapi.Config{})
+}
+
+// serveAdmin serves the admin API over a peer-checked socket in dir, on
+// st (counted) and cfg's other parts, as nhid-server does, with health.
+func serveAdmin(t *testing.T, dir string, st *bolt.Store, cfg adminapi.Config) *server {
+	t.Helper()
 	s := &server{socket: filepath.Join(dir, "server.sock"), store: &countingStore{Store: st}, health: health.NewServer()}
-	svc, err := adminapi.New(adminapi.Config{TrustDomain: td, Store: s.store})
+	cfg.TrustDomain, cfg.Store = td, s.store
+	svc, err := adminapi.New(cfg)
 	if err != nil {
 		t.Fatalf("adminapi.New: %v", err)
 	}

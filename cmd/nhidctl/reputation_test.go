@@ -9,9 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/grpc"
 
-	"github.com/nhid/nhid/pkg/peercred"
 	"github.com/nhid/nhid/pkg/reputation"
 	"github.com/nhid/nhid/pkg/server/adminapi"
 	"github.com/nhid/nhid/pkg/store/bolt"
@@ -31,20 +29,7 @@ func newReputationServer(t *testing.T) (*server, *reputation.Service) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{socket: filepath.Join(dir, "server.sock"), store: &countingStore{Store: st}}
-	svc, err := adminapi.New(adminapi.Config{TrustDomain: td, Store: s.store, Reputation: rep})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := peercred.Listen(s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unary, stream := adminapi.AuthorizePeer(nil, nil)
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()), grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
-	svc.Register(srv)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	s := serveAdmin(t, dir, st, adminapi.Config{Reputation: rep})
 	return s, rep
 }
 
