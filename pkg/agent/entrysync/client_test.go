@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -177,13 +178,7 @@ func TestRun_PersistsEachMessageAndResumesFromTheLastRevision(t *testing.T) {
 }
 
 func TestRun_ARestartedClientResumesFromTheCachedRevision(t *testing.T) {
-	ca := agenttest.NewCA(t, td, clock.Real())
-	srv, conn := agenttest.Start(t, ca)
-	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cache.Close() })
+	ca, srv, conn, cache := newSyncHarness(t)
 	if err := cache.Apply(agentcache.Change{Upserts: []*typesv1.Entry{ent("a", 7)}, Revision: 7, Bundle: ca.Bundle()}); err != nil {
 		t.Fatal(err)
 	}
@@ -194,13 +189,7 @@ func TestRun_ARestartedClientResumesFromTheCachedRevision(t *testing.T) {
 }
 
 func TestRun_ARefusedMessageReconnects(t *testing.T) {
-	ca := agenttest.NewCA(t, td, clock.Real())
-	srv, conn := agenttest.Start(t, ca)
-	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cache.Close() })
+	ca, srv, conn, cache := newSyncHarness(t)
 	target := newRecorder()
 	startClient(t, srv, agentv1.NewAgentServiceClient(conn), cache, target)
 	st := nextStream(t, srv)
@@ -217,13 +206,7 @@ func TestRun_ARefusedMessageReconnects(t *testing.T) {
 }
 
 func TestRun_FederatedBundlesArePersistedThenHandedToTheTarget(t *testing.T) {
-	ca := agenttest.NewCA(t, td, clock.Real())
-	srv, conn := agenttest.Start(t, ca)
-	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cache.Close() })
+	ca, srv, conn, cache := newSyncHarness(t)
 	target := newRecorder()
 	startClient(t, srv, agentv1.NewAgentServiceClient(conn), cache, target)
 	partner := federatedBundle(t, "partner.test")
@@ -249,13 +232,7 @@ func TestRun_FederatedBundlesArePersistedThenHandedToTheTarget(t *testing.T) {
 }
 
 func TestRun_ABadFederatedBundleIsLeftOutAndTheRestApplies(t *testing.T) {
-	ca := agenttest.NewCA(t, td, clock.Real())
-	srv, conn := agenttest.Start(t, ca)
-	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cache.Close() })
+	ca, srv, conn, cache := newSyncHarness(t)
 	target := newRecorder()
 	startClient(t, srv, agentv1.NewAgentServiceClient(conn), cache, target)
 	bad := federatedBundle(t, "partner.test")
@@ -292,6 +269,20 @@ func cachedFederated(t *testing.T, cache *agentcache.Cache) []string {
 		out = append(out, b.GetTrustDomain())
 	}
 	return out
+}
+
+// newSyncHarness starts a fake server with a CA of td and opens an empty
+// agent cache.
+func newSyncHarness(t *testing.T) (*agenttest.CA, *agenttest.Server, *grpc.ClientConn, *agentcache.Cache) {
+	t.Helper()
+	ca := agenttest.NewCA(t, td, clock.Real())
+	srv, conn := agenttest.Start(t, ca)
+	cache, err := agentcache.Open(filepath.Join(t.TempDir(), agentcache.FileName), agentcache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cache.Close() })
+	return ca, srv, conn, cache
 }
 
 func TestNew_RequiresItsParts(t *testing.T) {
