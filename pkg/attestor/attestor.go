@@ -39,6 +39,12 @@ type NodeResult struct {
 	// CanReattest says whether the node may attest again with fresh
 	// evidence after eviction (false for single-use join tokens).
 	CanReattest bool
+	// TrustOnFirstUse marks evidence that could be replayed by whoever
+	// copied it (a cloud instance identity document is the same at every
+	// attestation): the server then admits the AgentID only while no node
+	// record of it exists or an operator evicted it, so a copy cannot
+	// attest a second agent next to the genuine one.
+	TrustOnFirstUse bool
 	// State is what a NodeReattester needs to attest the node again while
 	// it is connected (for TPM: the attestation key bound to the EK). The
 	// server stores it with the node and hands it back to Reattest. It is

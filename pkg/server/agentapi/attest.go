@@ -241,6 +241,9 @@ func (s *Service) admitNode(ctx context.Context, log *slog.Logger, typ string, r
 		return nil, status.Error(codes.PermissionDenied, msgBanned)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return nil, s.internal(ctx, "load node", err)
+	case err == nil && r.TrustOnFirstUse && existing.GetStatus() != typesv1.NodeStatus_NODE_STATUS_EVICTED:
+		log.Warn("node attestation refused", telemetry.SPIFFEID, id, telemetry.Reason, msgAttestedOnce)
+		return nil, status.Error(codes.PermissionDenied, msgAttestedOnce)
 	}
 	chain, err := s.ca.SignX509SVID(ctx, ca.X509Params{ID: r.AgentID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
 	if err != nil {
@@ -266,9 +269,9 @@ func (s *Service) admitNode(ctx context.Context, log *slog.Logger, typ string, r
 		AttestorState: r.State,
 		VerifiedAt:    now.Unix(),
 	}
-	if err := s.upsertNode(ctx, node); err != nil {
+	if err := s.upsertNode(ctx, node, r.TrustOnFirstUse); err != nil {
 		if status.Code(err) == codes.PermissionDenied {
-			log.Warn("node attestation refused", telemetry.SPIFFEID, id, telemetry.Reason, msgBanned)
+			log.Warn("node attestation refused", telemetry.SPIFFEID, id, telemetry.Reason, status.Convert(err).Message())
 		}
 		return nil, err
 	}
@@ -280,8 +283,9 @@ func (s *Service) admitNode(ctx context.Context, log *slog.Logger, typ string, r
 }
 
 // upsertNode creates the node or replaces an existing record, unless an
-// operator banned it in the meantime.
-func (s *Service) upsertNode(ctx context.Context, node *typesv1.Node) error {
+// operator banned it in the meantime or, for trust-on-first-use evidence,
+// another attestation admitted it first.
+func (s *Service) upsertNode(ctx context.Context, node *typesv1.Node, tofu bool) error {
 	_, err := s.store.CreateNode(ctx, node)
 	if err == nil {
 		return nil
@@ -292,6 +296,9 @@ func (s *Service) upsertNode(ctx context.Context, node *typesv1.Node) error {
 	_, err = s.store.UpdateNode(ctx, node.GetSpiffeId(), func(n *typesv1.Node) error {
 		if n.GetStatus() == typesv1.NodeStatus_NODE_STATUS_BANNED {
 			return status.Error(codes.PermissionDenied, msgBanned)
+		}
+		if tofu && n.GetStatus() != typesv1.NodeStatus_NODE_STATUS_EVICTED {
+			return status.Error(codes.PermissionDenied, msgAttestedOnce)
 		}
 		rev := n.GetRevision()
 		proto.Reset(n)

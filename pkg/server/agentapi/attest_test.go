@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -239,4 +240,36 @@ func TestAttest_RefusesBeyondTheConcurrencyLimit(t *testing.T) {
 	if _, err := h.attestParams(&agentv1.AttestParams{Attestor: jointoken.Type, Payload: []byte(h.newToken("")), Csr: newCSR(t, newKey(t), "")}, nil); err != nil {
 		t.Fatalf("Attest with a free slot: %v", err)
 	}
+}
+
+func TestAttest_ReplayableEvidenceAdmitsANodeOnceUntilEvicted(t *testing.T) {
+	h := newHarness(t)
+	payload, _ := json.Marshal(challengeSpec{NodeID: "i-0abc", Rounds: 1, TOFU: true})
+	attest := func() error {
+		_, err := h.attestParams(&agentv1.AttestParams{Attestor: challengeType, Payload: payload, Csr: newCSR(t, newKey(t), "")}, answerChallenge)
+		return err
+	}
+	if err := attest(); err != nil {
+		t.Fatalf("first attestation: %v", err)
+	}
+	id, _ := agentid.New(td, challengeType, "i-0abc")
+	before, err := h.store.GetNode(context.Background(), id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A copy of the evidence cannot attest a second agent, nor take over
+	// an UNTRUSTED one.
+	wantCode(t, attest(), codes.PermissionDenied, msgAttestedOnce)
+	h.setNodeStatus(id, typesv1.NodeStatus_NODE_STATUS_UNTRUSTED)
+	wantCode(t, attest(), codes.PermissionDenied, msgAttestedOnce)
+	after, err := h.store.GetNode(context.Background(), id.String())
+	if err != nil || after.GetSvidSerial() != before.GetSvidSerial() {
+		t.Fatalf("a refused replay changed the node: %v, %v", after, err)
+	}
+	// An operator's eviction lets the genuine node attest again.
+	h.setNodeStatus(id, typesv1.NodeStatus_NODE_STATUS_EVICTED)
+	if err := attest(); err != nil {
+		t.Fatalf("attestation after eviction: %v", err)
+	}
+	wantCode(t, attest(), codes.PermissionDenied, msgAttestedOnce)
 }

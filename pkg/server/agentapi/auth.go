@@ -33,10 +33,13 @@ var (
 
 // Messages of the PermissionDenied answers agents branch on.
 const (
-	msgEvicted    = "node evicted: attest again"
-	msgBanned     = "node banned"
-	msgSuperseded = "agent SVID superseded"
-	msgUnknown    = "node unknown: attest again"
+	msgEvicted = "node evicted: attest again"
+	msgBanned  = "node banned"
+	// msgAttestedOnce refuses replayable evidence for a node that holds
+	// an identity already.
+	msgAttestedOnce = "node already attested with this evidence, which can be replayed; evict the node (nhidctl node evict) to let it attest again"
+	msgSuperseded   = "agent SVID superseded"
+	msgUnknown      = "node unknown: attest again"
 	// msgUntrusted prefixes the refusals of an UNTRUSTED node's renewals
 	// and mints; it deliberately does not ask the agent to attest again.
 	msgUntrusted = "node untrusted"

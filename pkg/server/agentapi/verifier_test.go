@@ -26,6 +26,8 @@ type challengeSpec struct {
 	NodeID    string   `json:"node_id"`
 	Rounds    int      `json:"rounds"`
 	Selectors []string `json:"selectors"`
+	// TOFU makes the result trust-on-first-use, as replayable evidence.
+	TOFU bool `json:"tofu"`
 }
 
 func challengePayload(nodeID string, rounds int, sels ...string) []byte {
@@ -66,7 +68,7 @@ func (challengeVerifier) Attest(ctx context.Context, payload []byte, challenge a
 	for _, s := range spec.Selectors {
 		sels = append(sels, selector.Must(s))
 	}
-	return attestor.NodeResult{AgentID: id, Selectors: sels, CanReattest: true}, nil
+	return attestor.NodeResult{AgentID: id, Selectors: sels, CanReattest: true, TrustOnFirstUse: spec.TOFU}, nil
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
