@@ -61,7 +61,7 @@ func (v *verifier) verify(ctx context.Context, token string, peer spiffeid.ID, s
 		return nil, &refusal{http.StatusUnauthorized, "the Txn-Token is not a signed JWT"}
 	}
 	h := parsed.Headers[0]
-	if h.ExtraHeaders[jose.HeaderType] != txnTokenType || h.KeyID == "" {
+	if !isTxnTokenType(h.ExtraHeaders[jose.HeaderType]) || h.KeyID == "" {
 		return nil, &refusal{http.StatusUnauthorized, "the Txn-Token is not a Transaction Token (typ " + txnTokenType + " with a kid)"}
 	}
 	key, err := v.nhid.key(ctx, h.KeyID)
@@ -110,6 +110,20 @@ func (v *verifier) checkClaims(c txnClaims, peer spiffeid.ID, scope string, now 
 
 func hasScope(scopes, want string) bool { return slices.Contains(strings.Fields(scopes), want) }
 
+// isTxnTokenType reports whether a typ header names the Txn-Token media
+// type: RFC 7515 section 4.1.9 has a recipient read a typ without '/' as
+// "application/<typ>", and media types compare case-insensitively.
+func isTxnTokenType(typ any) bool {
+	s, ok := typ.(string)
+	if !ok {
+		return false
+	}
+	if !strings.Contains(s, "/") {
+		s = "application/" + s
+	}
+	return strings.EqualFold(s, "application/"+txnTokenType)
+}
+
 // newHandler serves each route to callers whose token grants its scope.
 func newHandler(routes map[string]string, v *verifier, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
@@ -129,12 +143,21 @@ func serveRoute(w http.ResponseWriter, r *http.Request, path, scope string, v *v
 		return
 	}
 	log = log.With("path", path, "caller", peer.String())
-	token := r.Header.Get(txnTokenHeader)
-	if token == "" {
+	tokens := r.Header.Values(txnTokenHeader)
+	if len(tokens) == 0 || tokens[0] == "" {
 		log.Info("request refused", "reason", "no Txn-Token")
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"ok": false, "error": "a Txn-Token header is required"})
 		return
 	}
+	// The header's value MUST be exactly one Txn-Token (draft-ietf-oauth-
+	// transaction-tokens): two fields, or two values joined by a comma (a
+	// JWS has none), are not served with whichever comes first.
+	if len(tokens) > 1 || strings.Contains(tokens[0], ",") {
+		log.Info("request refused", "reason", "more than one Txn-Token")
+		writeJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "the Txn-Token header must hold exactly one token"})
+		return
+	}
+	token := tokens[0]
 	claims, ref := v.verify(r.Context(), token, peer, scope)
 	if ref != nil {
 		log.Info("request refused", "reason", ref.msg)

@@ -9,7 +9,6 @@ package federation
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -99,17 +98,18 @@ func FromSPIFFE(sb *spiffebundle.Bundle) (*typesv1.Bundle, error) {
 	return out, nil
 }
 
-// Marshal encodes a stored bundle as a SPIFFE bundle document. A positive
-// refreshHint replaces the stored one: the endpoint publishes its own.
+// Marshal encodes a stored bundle as a SPIFFE bundle document, the same
+// bytes for the same bundle (marshalDocument). A positive refreshHint
+// replaces the stored one: the endpoint publishes its own.
 func Marshal(b *typesv1.Bundle, refreshHint time.Duration) ([]byte, error) {
 	sb, err := ToSPIFFE(b)
 	if err != nil {
 		return nil, err
 	}
-	if refreshHint > 0 {
-		sb.SetRefreshHint(refreshHint)
+	if refreshHint <= 0 {
+		refreshHint, _ = sb.RefreshHint()
 	}
-	doc, err := sb.Marshal()
+	doc, err := marshalDocument(b.GetSequenceNumber(), sb, refreshHint)
 	if err != nil {
 		return nil, fmt.Errorf("encode SPIFFE bundle document: %w", err)
 	}
@@ -117,10 +117,12 @@ func Marshal(b *typesv1.Bundle, refreshHint time.Duration) ([]byte, error) {
 }
 
 // Parse decodes and checks a foreign SPIFFE bundle document said to be
-// td's. It must be at most MaxDocumentSize, parse, hold at least one
-// X.509 authority, every X.509 authority must be a CA certificate whose
-// SPIFFE ID, if it has one, is in td, and the refresh hint must lie
-// within 0 and a year. The result has the trust domain set and sequence number 0.
+// td's. It must be at most MaxDocumentSize and parse; the keys a client
+// must ignore are ignored (normalize). What remains must hold at least
+// one X.509 authority, every X.509 authority must be a CA certificate
+// whose SPIFFE ID, if it has one, is in td, and the refresh hint must not
+// be negative (one longer than a year counts as a year). The result has
+// the trust domain set and sequence number 0.
 func Parse(td spiffeid.TrustDomain, doc []byte) (*typesv1.Bundle, error) {
 	if td.IsZero() {
 		return nil, errors.New("bundle document: no trust domain given")
@@ -128,7 +130,7 @@ func Parse(td spiffeid.TrustDomain, doc []byte) (*typesv1.Bundle, error) {
 	if len(doc) > MaxDocumentSize {
 		return nil, fmt.Errorf("bundle document: %d bytes, larger than the %d allowed", len(doc), MaxDocumentSize)
 	}
-	hint, err := rawRefreshHint(doc)
+	doc, hint, err := normalize(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -153,26 +155,9 @@ func Parse(td spiffeid.TrustDomain, doc []byte) (*typesv1.Bundle, error) {
 	return out, nil
 }
 
-// maxDocumentHint bounds spiffe_refresh_hint in a document: beyond it the
-// seconds would not fit a time.Duration, and no sane partner means it.
+// maxDocumentHint bounds spiffe_refresh_hint as nhid keeps it: beyond it
+// the seconds would not fit a time.Duration.
 const maxDocumentHint = 365 * 24 * 60 * 60
-
-// rawRefreshHint reads spiffe_refresh_hint as the document states it (0
-// when absent), before go-spiffe turns it into a Duration that could
-// overflow. A document that does not decode is left to spiffebundle.Parse
-// to report.
-func rawRefreshHint(doc []byte) (int64, error) {
-	var d struct {
-		Hint *int64 `json:"spiffe_refresh_hint"`
-	}
-	if json.Unmarshal(doc, &d) != nil || d.Hint == nil {
-		return 0, nil
-	}
-	if *d.Hint < 0 || *d.Hint > maxDocumentHint {
-		return 0, fmt.Errorf("bundle document: spiffe_refresh_hint %d is outside 0 to %d seconds", *d.Hint, maxDocumentHint)
-	}
-	return *d.Hint, nil
-}
 
 // checkAuthority refuses certificates that cannot be trust anchors of td:
 // a leaf, or a CA naming another trust domain (a partner serving the

@@ -31,8 +31,7 @@ func TestParse_ChecksForeignDocuments(t *testing.T) {
 		{"only JWT authorities", document(t, partnerTD, 0), "no X.509 authority"},
 		{"other trust domain's CA", document(t, partnerTD, 0, newTestCA(t, ownTD)), `"spiffe://example.org" is not in trust domain "partner.test"`},
 		{"leaf as authority", docWithCert(t, leaf), "not a CA certificate"},
-		{"negative hint", bytes.Replace(good, []byte(`"spiffe_refresh_hint":600`), []byte(`"spiffe_refresh_hint":-5`), 1), "spiffe_refresh_hint -5 is outside"},
-		{"absurd hint", bytes.Replace(good, []byte(`"spiffe_refresh_hint":600`), []byte(`"spiffe_refresh_hint":99999999999`), 1), "is outside 0 to"},
+		{"negative hint", bytes.Replace(good, []byte(`"spiffe_refresh_hint":600`), []byte(`"spiffe_refresh_hint":-5`), 1), "spiffe_refresh_hint -5 is negative"},
 		{"oversized", append(bytes.Repeat([]byte(" "), MaxDocumentSize), good...), "larger than"},
 	}
 	for _, tt := range tests {

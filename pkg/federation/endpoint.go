@@ -81,7 +81,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bundle endpoint: %w", err)
 		}
-		e.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get}
+		e.tls = intermediateTLS(kp.get)
 	default:
 		return nil, fmt.Errorf("bundle endpoint: Profile: %q is not %s or %s", cfg.Profile, ProfileSPIFFE, ProfileWeb)
 	}
@@ -89,19 +89,36 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 }
 
 // spiffeServerTLS presents the server's current SVID, so a renewal takes
-// effect at the next handshake. TLS 1.3 only: partners are SPIFFE
-// implementations, not old browsers. No client certificate: the bundle
-// is public.
+// effect at the next handshake. No client certificate: the bundle is
+// public, and servers MUST NOT require client authentication (SPIFFE
+// Federation section 5.2.2.3).
 func spiffeServerTLS(cert func() *tls.Certificate) *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if c := cert(); c != nil {
-				return c, nil
-			}
-			return nil, errors.New("server SVID not issued yet")
-		},
-	}
+	return intermediateTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if c := cert(); c != nil {
+			return c, nil
+		}
+		return nil, errors.New("server SVID not issued yet")
+	})
+}
+
+// intermediateCipherSuites are the TLS 1.2 suites of Mozilla's
+// intermediate configuration that Go implements: ECDHE with AEAD only (Go
+// has no DHE). TLS 1.3 suites are not configurable and all allowed.
+var intermediateCipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// intermediateTLS is the server TLS of both profiles: bundle endpoint
+// servers MUST adhere to Mozilla's intermediate compatibility (SPIFFE
+// Federation section 5), which is TLS 1.2 and 1.3 with the suites above.
+// Partners are SPIFFE implementations of every age, not only Go 1.13+.
+func intermediateTLS(get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: intermediateCipherSuites, GetCertificate: get}
 }
 
 // TLSConfig is the endpoint's server TLS configuration.

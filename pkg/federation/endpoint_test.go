@@ -155,11 +155,67 @@ func TestHandler_MethodsPathsAndHeaders(t *testing.T) {
 			t.Errorf("405 without Allow: %v", resp.Header)
 		}
 	}
-	// TLS 1.2 clients are refused by the https_spiffe profile.
-	tls12 := &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12} // #nosec G402 -- see above
-	if conn, err := tls.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "https://"), "/"), tls12); err == nil {
-		_ = conn.Close()
-		t.Error("a TLS 1.2 handshake succeeded")
+}
+
+// TestEndpoint_TLSIsMozillaIntermediate: bundle endpoint servers of both
+// profiles MUST adhere to Mozilla's intermediate compatibility (SPIFFE
+// Federation section 5): TLS 1.2 and 1.3, and in TLS 1.2 only ECDHE
+// key exchange with AEAD ciphers.
+func TestEndpoint_TLSIsMozillaIntermediate(t *testing.T) {
+	st := openStore(t)
+	ca := newTestCA(t, ownTD)
+	storeAuthorities(t, st, ownTD, ca)
+	h, err := NewHandler(HandlerConfig{TrustDomain: ownTD, Bundles: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid := ca.svid(t, spiffeid.RequireFromPath(ownTD, "/nhid/server"))
+	web := ca.webCert(t)
+	key, err := x509.MarshalPKCS8PrivateKey(web.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile := writeFile(t, "tls.crt", pemOf(web.Leaf))
+	keyFile := writeFile(t, "tls.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))
+	endpoints := map[Profile]EndpointConfig{
+		ProfileSPIFFE: {Handler: h, Profile: ProfileSPIFFE, Certificate: func() *tls.Certificate { return svid }},
+		ProfileWeb:    {Handler: h, Profile: ProfileWeb, CertFile: certFile, KeyFile: keyFile},
+	}
+	clients := []struct {
+		name    string
+		cfg     *tls.Config
+		wantErr bool
+	}{
+		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13}, false},
+		{"TLS 1.2", &tls.Config{MaxVersion: tls.VersionTLS12}, false},
+		{"TLS 1.2 AES-256-GCM", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}}, false},
+		{"TLS 1.2 ChaCha20", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}}, false},
+		{"TLS 1.2 CBC only", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}, true},
+		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, true},
+	}
+	for profile, cfg := range endpoints {
+		e, err := NewEndpoint(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := strings.TrimSuffix(strings.TrimPrefix(serveEndpoint(t, e), "https://"), "/")
+		for _, c := range clients {
+			t.Run(string(profile)+"/"+c.name, func(t *testing.T) {
+				c.cfg.InsecureSkipVerify = true // #nosec G402 -- the test checks protocol versions, not authentication
+				conn, err := tls.Dial("tcp", addr, c.cfg)
+				if c.wantErr {
+					if err == nil {
+						_ = conn.Close()
+						t.Fatal("handshake succeeded, want it refused")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("handshake: %v", err)
+				}
+				_ = conn.Close()
+			})
+		}
 	}
 }
 

@@ -119,14 +119,21 @@ func (f *fetcher) fetch(ctx context.Context, trusted *typesv1.Bundle) ([]byte, e
 	return doc, nil
 }
 
-// httpsRedirects follows a few redirects, to https only: a redirect to
-// plain HTTP would hand the bundle to anyone on the path.
+// httpsRedirects follows a few redirects, only to valid bundle endpoint
+// URLs (SPIFFE Federation sections 5.2.1.4 and 5.2.2.4): https, since a
+// redirect to plain HTTP would hand the bundle to anyone on the path, and
+// without userinfo (sections 5.2.1.1 and 5.2.2.1). The TLS checks of the
+// profile apply to the target as to the configured URL: the transport is
+// the same.
 func httpsRedirects(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxFetchRedirect {
 		return fmt.Errorf("more than %d redirects", maxFetchRedirect)
 	}
 	if req.URL.Scheme != "https" {
 		return fmt.Errorf("redirect to scheme %q refused: bundles are only fetched over HTTPS", req.URL.Scheme)
+	}
+	if req.URL.User != nil {
+		return errors.New("redirect to a URL with userinfo refused: it is not a bundle endpoint URL")
 	}
 	return nil
 }

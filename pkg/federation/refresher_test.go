@@ -236,6 +236,35 @@ func TestRefresh_RedirectToPlainHTTPAndErrorStatusAreRefused(t *testing.T) {
 	}
 }
 
+// TestRefresh_RedirectWithUserinfoIsNotFollowed: a client follows a
+// redirect only to a valid bundle endpoint URL (SPIFFE Federation sections
+// 5.2.1.4 and 5.2.2.4), which has no userinfo (5.2.1.1, 5.2.2.1); and the
+// refusal does not repeat the credentials.
+func TestRefresh_RedirectWithUserinfoIsNotFollowed(t *testing.T) {
+	f := newSPIFFEFixture(t)
+	f.mustRefresh(t)
+	rotated := newTestCA(t, partnerTD)
+	doc := document(t, partnerTD, 10*time.Minute, rotated, f.ca)
+	target := strings.Replace(f.partner.srv.URL, "https://", "https://user:s3cret@", 1) + "/moved"
+	f.partner.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := r.BasicAuth(); ok {
+			_, _ = w.Write(doc)
+			return
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	})
+	_, err := f.refresh(t)
+	if err == nil || !strings.Contains(err.Error(), "userinfo") {
+		t.Fatalf("refresh error = %v, want the redirect refused for its userinfo", err)
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error repeats the credentials: %v", err)
+	}
+	if !hasAuthorities(f.stored(t), f.ca) {
+		t.Error("the stored bundle changed")
+	}
+}
+
 func TestRefresh_FollowsThePartnersCARotation(t *testing.T) {
 	f := newSPIFFEFixture(t)
 	f.mustRefresh(t)

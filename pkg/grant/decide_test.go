@@ -58,6 +58,10 @@ func TestRequest_AllowStoresAnActiveGrantAndIssuesItsTxnToken(t *testing.T) {
 		},
 		"rctx": map[string]any{"node": agentID},
 	}
+	if jti, _ := claims["jti"].(string); jti == "" {
+		t.Errorf("jti claim %v, want a token id", claims["jti"])
+	}
+	delete(claims, "jti")
 	if diff := cmp.Diff(wantClaims, claims); diff != "" {
 		t.Errorf("token claims (-want +got):\n%s", diff)
 	}
@@ -247,4 +251,25 @@ func BenchmarkRequest_Allow(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "grants/s")
+}
+
+// TestTxnToken_EveryTokenHasItsOwnJTI: a grant's tokens share its txn, but
+// each is a JWT of its own, identified by a jti no other token carries
+// (RFC 7519 section 4.1.7), which introspection reports (RFC 7662).
+func TestTxnToken_EveryTokenHasItsOwnJTI(t *testing.T) {
+	h := newHarness(t)
+	res := h.mustRequest(request("repo:read"))
+	again, err := h.svc.Wait(context.Background(), res.Grant.GetId())
+	if err != nil {
+		t.Fatalf("Wait on the active grant: %v", err)
+	}
+	seen := map[string]bool{}
+	for i, tok := range []string{res.Token, again.Token} {
+		_, claims := h.verify(tok)
+		jti, _ := claims["jti"].(string)
+		if jti == "" || seen[jti] || claims["txn"] != res.Grant.GetId() {
+			t.Errorf("token %d: jti %v, txn %v; want a jti of its own and txn %s", i, claims["jti"], claims["txn"], res.Grant.GetId())
+		}
+		seen[jti] = true
+	}
 }

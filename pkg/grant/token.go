@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/nhid/nhid/pkg/ca"
@@ -18,6 +19,7 @@ import (
 // See docs/grants.md for their meaning.
 const (
 	ClaimTxn   = "txn"
+	ClaimJTI   = "jti"
 	ClaimAud   = "aud"
 	ClaimIss   = "iss"
 	ClaimScope = "scope"
@@ -71,7 +73,12 @@ func (s *Service) claims(g *typesv1.Grant) (map[string]any, error) {
 		tctx["authorization_details"] = json.RawMessage(compact.Bytes())
 	}
 	return map[string]any{
-		ClaimTxn:   g.GetId(),
+		ClaimTxn: g.GetId(),
+		// Every token of the grant (a wait for an approved grant signs
+		// another) is a JWT of its own: jti identifies it (RFC 7519
+		// section 4.1.7), which introspection reports (RFC 7662 section
+		// 2.2); txn is shared by the grant's tokens.
+		ClaimJTI:   uuid.NewString(),
 		ClaimAud:   s.aud,
 		ClaimIss:   s.iss,
 		ClaimScope: strings.Join(g.GetScopes(), " "),

@@ -17,7 +17,8 @@ type bundleService struct {
 }
 
 // GetBundle returns the trust domain's bundle with its X.509 authorities as
-// PEM and the whole bundle as a SPIFFE bundle JWKS document.
+// PEM and the whole bundle as a SPIFFE bundle JWKS document, the one the
+// bundle endpoint serves.
 func (h *bundleService) GetBundle(ctx context.Context, _ *adminv1.GetBundleRequest) (*adminv1.GetBundleResponse, error) {
 	b, err := h.s.store.GetBundle(ctx, h.s.td.Name())
 	if err != nil {
@@ -43,7 +44,11 @@ func (s *Service) renderBundle(b *typesv1.Bundle) (string, string, error) {
 			return "", "", fmt.Errorf("x509_authorities[%d]: encode PEM: %w", i, err)
 		}
 	}
-	jwks, err := sb.Marshal()
+	// The document the bundle endpoint serves (with its default refresh
+	// hint: a bundle SHOULD carry one, SPIFFE Trust Domain and Bundle
+	// section 4.1.2), so that what an operator hands a partner as its
+	// bootstrap bundle is what the partner will fetch.
+	jwks, err := federation.Marshal(b, federation.DefaultRefreshHint)
 	if err != nil {
 		return "", "", fmt.Errorf("marshal JWKS: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/nhid/nhid/pkg/federation"
 	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
@@ -115,5 +116,50 @@ func TestGetBundle_CorruptStoredAuthorityIsInternalAndLogged(t *testing.T) {
 	requireCode(t, err, codes.Internal, msgInternal)
 	if logs := h.logs.String(); !strings.Contains(logs, "x509_authorities[0]") {
 		t.Errorf("corruption not logged:\n%s", logs)
+	}
+}
+
+// TestGetBundle_JWKSIsTheBundleEndpointsDocument: what GetBundle (and so
+// "nhidctl bundle show --format spiffe") prints is, byte for byte, the
+// document the bundle endpoint serves with its default settings, and so
+// carries spiffe_refresh_hint, which a bundle SHOULD set (SPIFFE Trust
+// Domain and Bundle section 4.1.2), even when the stored bundle has none.
+func TestGetBundle_JWKSIsTheBundleEndpointsDocument(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ca := selfSignedCA(t)
+	_, err := h.store.UpdateBundle(testCtx(t), td.Name(), func(b *typesv1.Bundle) error {
+		b.X509Authorities = []*typesv1.X509Authority{{Asn1: ca.Raw}}
+		for _, kid := range []string{"kid-c", "kid-a", "kid-d", "kid-b"} {
+			der, _ := jwtKey(t)
+			b.JwtAuthorities = append(b.JwtAuthorities, &typesv1.JWTAuthority{KeyId: kid, PublicKey: der, ExpiresAt: testNow.Add(time.Hour).Unix()})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateBundle: %v", err)
+	}
+	endpoint, err := federation.NewHandler(federation.HandlerConfig{TrustDomain: td, Bundles: h.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := endpoint.Document(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		resp, err := h.bundle.GetBundle(testCtx(t), &adminv1.GetBundleRequest{})
+		if err != nil {
+			t.Fatalf("GetBundle: %v", err)
+		}
+		if resp.GetJwks() != string(served) {
+			t.Fatalf("GetBundle jwks differs from the endpoint's document:\n%s\n%s", resp.GetJwks(), served)
+		}
+	}
+	parsed, err := spiffebundle.Parse(td, served)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hint, ok := parsed.RefreshHint(); !ok || hint != federation.DefaultRefreshHint {
+		t.Errorf("refresh hint %v (%v), want %v", hint, ok, federation.DefaultRefreshHint)
 	}
 }

@@ -174,7 +174,7 @@ func (h *harness) grant(id string, ttl time.Duration) (*typesv1.Grant, string) {
 func (h *harness) sign(signer *ca.CA, txn string, sub spiffeid.ID, aud string, ttl time.Duration) (string, time.Time, time.Time) {
 	h.t.Helper()
 	tok, iat, exp, err := signer.SignTxnToken(context.Background(), ca.TxnParams{Subject: sub, TTL: ttl, Claims: map[string]any{
-		"txn": txn, "aud": aud, "iss": agentid.Server(td).String(), "scope": "repo:read", "req_wl": agentID,
+		"txn": txn, "jti": txn + "-token", "aud": aud, "iss": agentid.Server(td).String(), "scope": "repo:read", "req_wl": agentID,
 		"tctx": map[string]any{"purpose": "builds releases", "reason": "release 1.2"},
 		"rctx": map[string]any{"node": agentID},
 	}})

@@ -1,12 +1,14 @@
 package relyingparty
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -25,12 +27,24 @@ var tokenAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS2
 // maxIssuedAhead tolerates clock skew between servers sharing a store.
 const maxIssuedAhead = time.Minute
 
+// tokenTypeNA is the token_type of an introspected Txn-Token. RFC 7662
+// section 2.2 takes token_type from the OAuth access token types (RFC 6749
+// section 7.1); a Txn-Token is not an access token, which RFC 8693
+// section 2.2.1 and the Txn-Token draft's response write "N_A".
+// "txntoken+jwt" is the JWS typ, a media type, not a token type.
+const tokenTypeNA = "N_A"
+
+// txnTokenMediaType is ca.TxnTokenType as the full media type RFC 7515
+// section 4.1.9 says a recipient compares.
+const txnTokenMediaType = "application/" + ca.TxnTokenType
+
 // txnClaims are the Txn-Token claims introspection reads.
 type txnClaims struct {
 	Txn   string           `json:"txn"`
 	Sub   string           `json:"sub"`
 	Aud   jwt.Audience     `json:"aud"`
 	Iss   string           `json:"iss"`
+	JTI   string           `json:"jti"`
 	Exp   *jwt.NumericDate `json:"exp"`
 	Iat   *jwt.NumericDate `json:"iat"`
 	Scope string           `json:"scope"`
@@ -55,6 +69,9 @@ type introspection struct {
 	Txn       string          `json:"txn,omitempty"`
 	TCtx      json.RawMessage `json:"tctx,omitempty"`
 	RCtx      json.RawMessage `json:"rctx,omitempty"`
+	// AuthorizationDetails repeats tctx.authorization_details: RFC 9396
+	// section 9.2 wants them as this top-level member.
+	AuthorizationDetails json.RawMessage `json:"authorization_details,omitempty"`
 }
 
 // inactive explains internally why a token is not active; the caller
@@ -142,7 +159,7 @@ func (s *Server) check(ctx context.Context, token string) (introspection, inacti
 		return introspection{}, "malformed", "", nil
 	}
 	h := parsed.Headers[0]
-	if h.ExtraHeaders[jose.HeaderType] != ca.TxnTokenType || h.KeyID == "" {
+	if !isTxnTokenType(h.ExtraHeaders[jose.HeaderType]) || h.KeyID == "" {
 		return introspection{}, "not a Txn-Token", "", nil
 	}
 	keys, err := s.keys.current(ctx)
@@ -171,11 +188,44 @@ func (s *Server) check(ctx context.Context, token string) (introspection, inacti
 	if why := checkGrant(g, c, now); why != "" {
 		return introspection{}, why, c.Txn, nil
 	}
+	// jti is the token's own (RFC 7519 section 4.1.7): one grant may be
+	// issued several tokens, which share their txn.
 	return introspection{
-		Active: true, Scope: c.Scope, ClientID: c.ReqWL, TokenType: ca.TxnTokenType,
+		Active: true, Scope: c.Scope, ClientID: c.ReqWL, TokenType: tokenTypeNA,
 		Exp: c.Exp.Time().Unix(), Iat: c.Iat.Time().Unix(), Sub: c.Sub, Aud: c.Aud, Iss: c.Iss,
-		JTI: c.Txn, Txn: c.Txn, TCtx: c.TCtx, RCtx: c.RCtx,
+		JTI: c.JTI, Txn: c.Txn, TCtx: c.TCtx, RCtx: c.RCtx,
+		AuthorizationDetails: authorizationDetails(c.TCtx),
 	}, "", c.Txn, nil
+}
+
+// isTxnTokenType reports whether a typ header names the Txn-Token media
+// type: RFC 7515 section 4.1.9 has a recipient read a typ without '/' as
+// "application/<typ>", and media types compare case-insensitively (RFC
+// 9110 section 8.3.1).
+func isTxnTokenType(typ any) bool {
+	s, ok := typ.(string)
+	if !ok {
+		return false
+	}
+	if !strings.Contains(s, "/") {
+		s = "application/" + s
+	}
+	return strings.EqualFold(s, txnTokenMediaType)
+}
+
+// authorizationDetails returns tctx's authorization_details when it is a
+// JSON array (RFC 9396 section 2), nil otherwise.
+func authorizationDetails(tctx json.RawMessage) json.RawMessage {
+	var t struct {
+		Details json.RawMessage `json:"authorization_details"`
+	}
+	if len(tctx) == 0 || json.Unmarshal(tctx, &t) != nil {
+		return nil
+	}
+	if d := bytes.TrimSpace(t.Details); len(d) > 0 && d[0] == '[' {
+		return d
+	}
+	return nil
 }
 
 // checkClaims applies the token's own rules.

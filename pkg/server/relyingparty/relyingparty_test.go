@@ -24,9 +24,9 @@ func TestIntrospect_ActiveTokenDescribesTheGrant(t *testing.T) {
 	g, tok := h.grant("grant-1", 10*time.Minute)
 	code, got := h.introspect(h.client, tok)
 	want := map[string]any{
-		"active": true, "scope": "repo:read", "client_id": agentID, "token_type": ca.TxnTokenType,
+		"active": true, "scope": "repo:read", "client_id": agentID, "token_type": "N_A",
 		"exp": float64(g.ExpiresAt), "iat": float64(g.CreatedAt), "sub": workload.String(),
-		"aud": "spiffe://example.org", "iss": agentid.Server(td).String(), "jti": "grant-1", "txn": "grant-1",
+		"aud": "spiffe://example.org", "iss": agentid.Server(td).String(), "jti": "grant-1-token", "txn": "grant-1",
 		"tctx": map[string]any{"purpose": "builds releases", "reason": "release 1.2"},
 		"rctx": map[string]any{"node": agentID},
 	}
