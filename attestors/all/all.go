@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/nhid/nhid/attestors/awsiid"
 	"github.com/nhid/nhid/attestors/container"
 	"github.com/nhid/nhid/attestors/jointoken"
 	"github.com/nhid/nhid/attestors/k8s"
@@ -77,6 +78,9 @@ type NodeVerifierConfig struct {
 	// TPM configures the tpm attestor; nil leaves it out. Its TrustDomain,
 	// Clock and Log default to the fields here.
 	TPM *tpm.VerifierConfig
+	// AWSIID configures the aws_iid attestor; nil leaves it out. Its
+	// TrustDomain, Clock and Log default to the fields here.
+	AWSIID *awsiid.VerifierConfig
 	// Clock decides expiry. Defaults to the wall clock.
 	Clock clock.Clock
 	// Log defaults to slog.Default().
@@ -112,7 +116,28 @@ func NodeVerifiers(cfg NodeVerifierConfig) ([]attestor.NodeVerifier, error) {
 		}
 		vs = append(vs, v)
 	}
+	if cfg.AWSIID != nil {
+		v, err := awsiidVerifier(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("node attestor %s: %w", awsiid.Type, err)
+		}
+		vs = append(vs, v)
+	}
 	return vs, nil
+}
+
+func awsiidVerifier(cfg NodeVerifierConfig) (*awsiid.Verifier, error) {
+	ac := *cfg.AWSIID
+	if ac.TrustDomain.IsZero() {
+		ac.TrustDomain = cfg.TrustDomain
+	}
+	if ac.Clock == nil {
+		ac.Clock = cfg.Clock
+	}
+	if ac.Log == nil {
+		ac.Log = cfg.Log
+	}
+	return awsiid.NewVerifier(ac)
 }
 
 func tpmVerifier(cfg NodeVerifierConfig) (*tpm.Verifier, error) {
@@ -138,11 +163,13 @@ type NodeEvidenceConfig struct {
 	K8sPSAT psat.EvidenceConfig
 	// TPM configures the tpm attestor's agent half.
 	TPM tpm.EvidenceConfig
+	// AWSIID configures the aws_iid attestor's agent half.
+	AWSIID awsiid.EvidenceConfig
 }
 
 // NodeEvidenceTypes lists the node attestor types NodeEvidence knows.
 func NodeEvidenceTypes() []string {
-	return []string{jointoken.Type, psat.Type, tpm.Type}
+	return []string{jointoken.Type, psat.Type, tpm.Type, awsiid.Type}
 }
 
 // NodeEvidence builds the agent half of the node attestor named
@@ -168,6 +195,12 @@ func NodeEvidence(attestorType string, cfg NodeEvidenceConfig) (attestor.NodeEvi
 		ev, err := tpm.NewEvidence(cfg.TPM)
 		if err != nil {
 			return nil, fmt.Errorf("node attestor %s: %w", tpm.Type, err)
+		}
+		return ev, nil
+	case awsiid.Type:
+		ev, err := awsiid.NewEvidence(cfg.AWSIID)
+		if err != nil {
+			return nil, fmt.Errorf("node attestor %s: %w", awsiid.Type, err)
 		}
 		return ev, nil
 	default:

@@ -63,7 +63,8 @@ func TestWorkloadAttestors_ReportsTheFailingAttestor(t *testing.T) {
 
 func TestNodeVerifiers_PairWithEveryEvidenceType(t *testing.T) {
 	vs, err := NodeVerifiers(NodeVerifierConfig{TrustDomain: testTD, Tokens: openStore(t),
-		TPM: &tpm.VerifierConfig{EKHashAllowList: []string{strings.Repeat("ab", 32)}}})
+		TPM:    &tpm.VerifierConfig{EKHashAllowList: []string{strings.Repeat("ab", 32)}},
+		AWSIID: awsiidConfig(t)})
 	if err != nil {
 		t.Fatalf("NodeVerifiers: %v", err)
 	}

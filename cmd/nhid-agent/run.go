@@ -167,7 +167,7 @@ func agentConfig(s settings, r resolved, log *slog.Logger) (agent.Config, error)
 		Metrics:           reg,
 	}
 	if r.joinToken != "" || s.NodeAttestor != "join_token" {
-		ev, err := all.NodeEvidence(s.NodeAttestor, all.NodeEvidenceConfig{JoinToken: r.joinToken, K8sPSAT: r.psat, TPM: r.tpm})
+		ev, err := all.NodeEvidence(s.NodeAttestor, all.NodeEvidenceConfig{JoinToken: r.joinToken, K8sPSAT: r.psat, TPM: r.tpm, AWSIID: r.awsiid})
 		if err != nil {
 			return agent.Config{}, usageError{fmt.Errorf("agent.node_attestor: %w", err)}
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/nhid/nhid/attestors/awsiid"
 	"github.com/nhid/nhid/attestors/container"
 	"github.com/nhid/nhid/attestors/k8s"
 	"github.com/nhid/nhid/attestors/psat"
@@ -47,8 +48,9 @@ type settings struct {
 	LogFormat         string `yaml:"log_format"`
 
 	// Sections, which have no flags.
-	K8sPSAT psatSettings `yaml:"k8s_psat"`
-	TPM     tpmSettings  `yaml:"tpm"`
+	K8sPSAT psatSettings   `yaml:"k8s_psat"`
+	TPM     tpmSettings    `yaml:"tpm"`
+	AWSIID  awsiidSettings `yaml:"aws_iid"`
 	// WorkloadAttestors turns on optional workload attestors (containers.go).
 	WorkloadAttestors workloadAttestorSettings `yaml:"workload_attestors"`
 }
@@ -101,6 +103,7 @@ type resolved struct {
 	joinToken string
 	psat      psat.EvidenceConfig
 	tpm       tpm.EvidenceConfig
+	awsiid    awsiid.EvidenceConfig
 	k8s       *k8s.Config // nil: the k8s workload attestor is off
 
 	// nil: the container and sigstore workload attestors are off.
@@ -138,6 +141,7 @@ func (s settings) check(getenv func(string) string) (resolved, error) {
 	out.joinToken = s.joinToken(&errs, getenv)
 	out.psat = s.psatEvidence(&errs)
 	out.tpm = s.tpmEvidence(&errs)
+	out.awsiid = s.awsiidEvidence(&errs)
 	out.k8s = s.k8sWorkload(&errs, getenv)
 	out.container, out.sigstore = s.WorkloadAttestors.convert(&errs)
 	return out, errs.Err()

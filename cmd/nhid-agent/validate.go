@@ -49,7 +49,7 @@ func validateSettings(s settings, getenv func(string) string) error {
 		return fmt.Errorf("agent.log_level: %w", err)
 	}
 	if r.joinToken != "" || s.NodeAttestor != "join_token" {
-		cfg := all.NodeEvidenceConfig{JoinToken: r.joinToken, K8sPSAT: r.psat}
+		cfg := all.NodeEvidenceConfig{JoinToken: r.joinToken, K8sPSAT: r.psat, AWSIID: r.awsiid}
 		if _, err := all.NodeEvidence(s.NodeAttestor, cfg); err != nil {
 			return fmt.Errorf("agent.node_attestor: %w", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nhid/nhid/attestors/awsiid"
 	"github.com/nhid/nhid/attestors/psat"
 	"github.com/nhid/nhid/attestors/tpm"
 	"github.com/nhid/nhid/pkg/config"
@@ -32,7 +33,8 @@ type psatClusterSettings struct {
 // have settings of their own.
 type nodeAttestors struct {
 	psatClusters map[string]psat.ClusterConfig
-	tpm          *tpm.VerifierConfig // nil: the tpm attestor is off
+	tpm          *tpm.VerifierConfig    // nil: the tpm attestor is off
+	awsiid       *awsiid.VerifierConfig // nil: the aws_iid attestor is off
 }
 
 // toNodeAttestors converts the node attestors' sections, reporting every
@@ -43,6 +45,7 @@ func toNodeAttestors(s settings) (nodeAttestors, error) {
 	var errs config.Errors
 	out := nodeAttestors{psatClusters: psatClusters(&errs, "server.k8s_psat.clusters", s.K8sPSAT.Clusters)}
 	out.tpm = tpmConfig(&errs, "server.tpm", s.TPM)
+	out.awsiid = awsiidConfig(&errs, "server.aws_iid", s.AWSIID)
 	return out, errs.Err()
 }
 

@@ -41,6 +41,7 @@ func nodeVerifiers(d server.VerifierDeps, n nodeAttestors) ([]attestor.NodeVerif
 		TrustDomain: d.TrustDomain, Tokens: d.Store, Clock: d.Clock, Log: d.Log,
 		K8sPSATClusters: n.psatClusters,
 		TPM:             n.tpm,
+		AWSIID:          n.awsiid,
 	})
 }
 

@@ -36,6 +36,7 @@ type settings struct {
 	Admin     adminSettings     `yaml:"admin"`
 	K8sPSAT   psatSettings      `yaml:"k8s_psat"`
 	TPM       tpmSettings       `yaml:"tpm"`
+	AWSIID    awsiidSettings    `yaml:"aws_iid"`
 
 	Policy       policySettings       `yaml:"policy"`
 	Grants       grantSettings        `yaml:"grants"`
