@@ -161,6 +161,7 @@ func (s *Server) buildServices(ctx context.Context, c *components) error {
 		Clock: s.cfg.Clock, DefaultTokenTTL: s.cfg.JoinTokenDefaultTTL,
 		Grants: c.grants, Ledger: c.store, Audit: c.audit, Reputation: c.reputationAdmin(),
 		Approvals: c.grants, AuditLog: c.auditLog(), Federation: c.federationStatus(),
+		BundleRefreshHint: s.cfg.Federation.BundleEndpoint.RefreshHint,
 	})
 	if err != nil {
 		return err

@@ -44,11 +44,15 @@ func (s *Service) renderBundle(b *typesv1.Bundle) (string, string, error) {
 			return "", "", fmt.Errorf("x509_authorities[%d]: encode PEM: %w", i, err)
 		}
 	}
-	// The document the bundle endpoint serves (with its default refresh
-	// hint: a bundle SHOULD carry one, SPIFFE Trust Domain and Bundle
-	// section 4.1.2), so that what an operator hands a partner as its
-	// bootstrap bundle is what the partner will fetch.
-	jwks, err := federation.Marshal(b, federation.DefaultRefreshHint)
+	// The document the bundle endpoint serves (with its refresh hint: a
+	// bundle SHOULD carry one, SPIFFE Trust Domain and Bundle section
+	// 4.1.2), so that what an operator hands a partner as its bootstrap
+	// bundle is what the partner will fetch.
+	hint := s.bundleHint
+	if hint == 0 {
+		hint = federation.DefaultRefreshHint
+	}
+	jwks, err := federation.Marshal(b, hint)
 	if err != nil {
 		return "", "", fmt.Errorf("marshal JWKS: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net/url"
@@ -162,4 +163,38 @@ func TestGetBundle_JWKSIsTheBundleEndpointsDocument(t *testing.T) {
 	if hint, ok := parsed.RefreshHint(); !ok || hint != federation.DefaultRefreshHint {
 		t.Errorf("refresh hint %v (%v), want %v", hint, ok, federation.DefaultRefreshHint)
 	}
+}
+
+func TestGetBundle_JWKSCarriesTheConfiguredRefreshHint(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ca := selfSignedCA(t)
+	if _, err := h.store.UpdateBundle(testCtx(t), td.Name(), func(b *typesv1.Bundle) error {
+		b.X509Authorities = []*typesv1.X509Authority{{Asn1: ca.Raw}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := New(Config{TrustDomain: td, Store: h.store, BundleRefreshHint: 17 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, jwks, err := svc.renderBundle(mustBundle(t, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		RefreshHint int64 `json:"spiffe_refresh_hint"`
+	}
+	if err := json.Unmarshal([]byte(jwks), &doc); err != nil || doc.RefreshHint != 17*60 {
+		t.Errorf("spiffe_refresh_hint = %d, %v; want the configured 1020 s", doc.RefreshHint, err)
+	}
+}
+
+func mustBundle(t *testing.T, h *harness) *typesv1.Bundle {
+	t.Helper()
+	b, err := h.store.GetBundle(testCtx(t), td.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -108,6 +108,10 @@ type Config struct {
 	// Federation, if set, reports the federation relationships' status
 	// (federation.go); without it none are listed.
 	Federation FederationStatus
+	// BundleRefreshHint is the spiffe_refresh_hint the bundle endpoint
+	// publishes, so GetBundle's document is the endpoint's; 0 means
+	// federation.DefaultRefreshHint.
+	BundleRefreshHint time.Duration
 }
 
 // Service implements the four admin services over one store.
@@ -126,6 +130,8 @@ type Service struct {
 	recorder    audit.Recorder
 	auditLog    AuditLog
 	federation  FederationStatus
+	// bundleHint is the refresh hint of GetBundle's document.
+	bundleHint time.Duration
 
 	// generateToken makes join tokens; a seam so tests can force an id
 	// collision.
@@ -152,6 +158,7 @@ func New(cfg Config) (*Service, error) {
 		recorder:      audit.OrDiscard(cfg.Audit),
 		auditLog:      cfg.AuditLog,
 		federation:    cfg.Federation,
+		bundleHint:    cfg.BundleRefreshHint,
 		generateToken: jointoken.Generate,
 	}, nil
 }
