@@ -7,13 +7,16 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/nhid/nhid/pkg/svid"
 )
 
 // JWTParams describes one JWT-SVID to sign.
 type JWTParams struct {
 	// ID is the subject; it must be in the CA's trust domain and have a path.
 	ID spiffeid.ID
-	// Audience is required: at least one non-empty value.
+	// Audience is required: 1 to svid.MaxJWTAudiences non-empty values of
+	// at most svid.MaxJWTAudienceLen bytes.
 	Audience []string
 	// TTL is the requested lifetime, > 0; it is capped by the remaining
 	// life of the active JWT key.
@@ -23,14 +26,12 @@ type JWTParams struct {
 	ExtraClaims map[string]any
 }
 
-// maxAudiences bounds the audience list; the JWT-SVID standard recommends one.
-const maxAudiences = 32
-
 var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
 
 // SignJWTSVID signs a JWT-SVID with the active JWT key. The token carries
-// sub, aud, iat, exp and a random jti, plus p.ExtraClaims. Times are whole
-// seconds, as in the token: issuedAt and expiresAt equal its iat and exp.
+// sub, aud (see svid.JWTAudienceClaim), iat, exp and a random jti, plus
+// p.ExtraClaims. Times are whole seconds, as in the token: issuedAt and
+// expiresAt equal its iat and exp.
 func (c *CA) SignJWTSVID(ctx context.Context, p JWTParams) (token string, issuedAt, expiresAt time.Time, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", time.Time{}, time.Time{}, err
@@ -61,7 +62,7 @@ func (c *CA) SignJWTSVID(ctx context.Context, p JWTParams) (token string, issued
 		claims[k] = v
 	}
 	claims["sub"] = p.ID.String()
-	claims["aud"] = append([]string(nil), p.Audience...)
+	claims["aud"] = svid.JWTAudienceClaim(p.Audience)
 	claims["iat"] = issuedAt.Unix()
 	claims["exp"] = expiresAt.Unix()
 	claims["jti"] = jti
@@ -80,12 +81,15 @@ func (c *CA) checkJWTParams(p JWTParams) error {
 	if len(p.Audience) == 0 {
 		return errors.New("audience: at least one value is required")
 	}
-	if len(p.Audience) > maxAudiences {
-		return fmt.Errorf("audience: %d values, at most %d allowed", len(p.Audience), maxAudiences)
+	if len(p.Audience) > svid.MaxJWTAudiences {
+		return fmt.Errorf("audience: %d values, at most %d allowed", len(p.Audience), svid.MaxJWTAudiences)
 	}
 	for i, a := range p.Audience {
-		if a == "" {
+		switch {
+		case a == "":
 			return fmt.Errorf("audience[%d]: empty", i)
+		case len(a) > svid.MaxJWTAudienceLen:
+			return fmt.Errorf("audience[%d]: %d bytes, at most %d allowed", i, len(a), svid.MaxJWTAudienceLen)
 		}
 	}
 	if p.TTL <= 0 {

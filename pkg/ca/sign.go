@@ -122,17 +122,14 @@ func (ca *x509Signer) validity(now time.Time, ttl time.Duration) (notBefore, not
 	return notBefore, notAfter, nil
 }
 
-// checkID accepts SPIFFE IDs of this trust domain with a non-root path.
+// checkID accepts SPIFFE IDs of this trust domain with a non-root path, of
+// at most svid.MaxSPIFFEIDLen bytes: the CA is where IDs are put into
+// SVIDs, and SPIFFE-ID §2.3 says not to generate longer ones.
 func (c *CA) checkID(id spiffeid.ID) error {
-	switch {
-	case id.IsZero():
-		return errors.New("id: SPIFFE ID is empty")
-	case !id.MemberOf(c.td):
+	if !id.IsZero() && !id.MemberOf(c.td) {
 		return fmt.Errorf("id: %s is not in trust domain %s", id, c.td.Name())
-	case id.Path() == "":
-		return fmt.Errorf("id: %s has no path; an SVID names a workload, not the trust domain", id)
 	}
-	return nil
+	return svid.CheckLeafID(id)
 }
 
 func checkExtensions(exts []pkix.Extension) error {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/nhid/nhid/pkg/svid"
 )
 
@@ -115,6 +117,9 @@ func buildUpstreamChain(cert *x509.Certificate, certs []*x509.Certificate, now t
 	if len(chain) > 1 {
 		up.intermediates = chain[:len(chain)-1]
 	}
+	if err := checkSigningCerts(up.intermediates); err != nil {
+		return nil, err
+	}
 	up.notAfter = cert.NotAfter
 	for _, c := range chain {
 		if c.NotAfter.Before(up.notAfter) {
@@ -122,6 +127,30 @@ func buildUpstreamChain(cert *x509.Certificate, certs []*x509.Certificate, now t
 		}
 	}
 	return up, nil
+}
+
+// checkSigningCerts checks the upstream certificates that every SVID chain
+// carries (the roots stay in the bundle) against the X509-SVID rules for
+// signing certificates: keyUsage with keyCertSign (§3.2, §4.3; RFC 5280
+// lets a CA omit keyUsage, but go-spiffe's client refuses an X509SVIDResponse
+// whose chain has such a certificate, so every workload would be refused),
+// and no SPIFFE ID with a path (§3.2). crypto/x509 has already checked cA.
+func checkSigningCerts(certs []*x509.Certificate) error {
+	for _, c := range certs {
+		name := c.Subject.String()
+		if c.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return fmt.Errorf("certificate %q goes into every SVID chain but has no keyCertSign key usage, which SPIFFE clients require of signing certificates (X509-SVID §4.3): reissue it with keyUsage keyCertSign", name)
+		}
+		for _, u := range c.URIs {
+			if u.Scheme != "spiffe" {
+				continue
+			}
+			if id, err := spiffeid.FromURI(u); err != nil || id.Path() != "" {
+				return fmt.Errorf("certificate %q goes into every SVID chain but its URI SAN %q is not a SPIFFE ID without a path, as a signing certificate's must be (X509-SVID §3.2)", name, u)
+			}
+		}
+	}
+	return nil
 }
 
 func isSelfSigned(c *x509.Certificate) bool {

@@ -13,6 +13,30 @@ import (
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 )
 
+// Bounds on the audience of a JWT-SVID. The JWT-SVID standard (§3.2,
+// §7.2) strongly recommends a single audience; these bounds keep a token
+// small whatever a workload asks for. The server's MintJWTSVID refuses
+// requests past them, so the agent's Workload API applies the same bounds
+// and answers InvalidArgument itself: relayed as a failed mint, the
+// refusal would reach the workload as Unavailable, which clients retry
+// forever (SPIFFE Workload Endpoint §6).
+const (
+	MaxJWTAudiences   = 16
+	MaxJWTAudienceLen = 256
+)
+
+// JWTAudienceClaim is the value of the "aud" claim for audience: the
+// single value as a string when there is one, an array otherwise. RFC 7519
+// §4.1.3 allows both forms and every JWT library reads both, but some
+// validators written against SPIRE's tokens (which use the string form for
+// one audience, as go-jose does) compare "aud" as a string.
+func JWTAudienceClaim(audience []string) any {
+	if len(audience) == 1 {
+		return audience[0]
+	}
+	return append([]string(nil), audience...)
+}
+
 // JWTAlgorithm returns the JWS algorithm nhid uses with pub: ES256 for
 // P-256, ES384 for P-384, RS256 for RSA. These are in the JWT-SVID
 // standard's list and in every common JOSE library.

@@ -6,7 +6,10 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,8 +102,30 @@ func TestSignJWT_ValidatesAsAJWTSVID(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Fatalf("token (-want +got):\n%s", diff)
 			}
+			// JWT-SVID §2: no header but alg, kid and typ.
+			var header map[string]any
+			if err := json.Unmarshal(rawHeader(t, token), &header); err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for k := range header {
+				names = append(names, k)
+			}
+			slices.Sort(names)
+			if diff := cmp.Diff([]string{"alg", "kid", "typ"}, names); diff != "" {
+				t.Errorf("header parameters (-want +got):\n%s", diff)
+			}
 		})
 	}
+}
+
+func rawHeader(t *testing.T, token string) []byte {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestSignJWT_RejectsBadInput(t *testing.T) {
@@ -136,5 +161,31 @@ func TestJWTKeyID_IsAStableThumbprint(t *testing.T) {
 	kb, _ := JWTKeyID(b.Public())
 	if ka1 != ka2 || ka1 == kb || len(ka1) != 43 {
 		t.Fatalf("key ids %q, %q, %q: want the same id for one key, different ids for two, 43 characters", ka1, ka2, kb)
+	}
+}
+
+func TestJWTAudienceClaim_OneValueIsAStringSeveralAreAnArray(t *testing.T) {
+	tests := []struct {
+		audience []string
+		want     string // JSON of the claim
+	}{
+		{[]string{"db"}, `"db"`},
+		{[]string{"db", "cache"}, `["db","cache"]`},
+	}
+	for _, tt := range tests {
+		in := append([]string(nil), tt.audience...)
+		claim := JWTAudienceClaim(in)
+		b, err := json.Marshal(claim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tt.want {
+			t.Errorf("JWTAudienceClaim(%q) = %s, want %s", tt.audience, b, tt.want)
+		}
+		// The claim must not share the caller's slice.
+		in[0] = "changed"
+		if b2, _ := json.Marshal(claim); string(b2) != tt.want {
+			t.Errorf("JWTAudienceClaim(%q) changed with its argument: %s", tt.audience, b2)
+		}
 	}
 }

@@ -25,6 +25,27 @@ const serialBits = 128
 
 var serialLimit = new(big.Int).Lsh(big.NewInt(1), serialBits)
 
+// MaxSPIFFEIDLen is the longest SPIFFE ID nhid puts in an SVID. SPIFFE-ID
+// §2.3: implementations must support IDs of up to 2048 bytes and should not
+// generate longer ones, which other implementations may refuse.
+const MaxSPIFFEIDLen = 2048
+
+// CheckLeafID checks that id may name an SVID's subject: set, with a
+// non-root path (X509-SVID §3.1: a leaf's SPIFFE ID names a workload, not
+// the trust domain; go-spiffe refuses such a leaf), and at most
+// MaxSPIFFEIDLen bytes.
+func CheckLeafID(id spiffeid.ID) error {
+	switch {
+	case id.IsZero():
+		return errors.New("id: SPIFFE ID is empty")
+	case id.Path() == "":
+		return fmt.Errorf("id: %s has no path; an SVID names a workload, not the trust domain", id)
+	case len(id.String()) > MaxSPIFFEIDLen:
+		return fmt.Errorf("id: SPIFFE ID is %d bytes, at most %d allowed", len(id.String()), MaxSPIFFEIDLen)
+	}
+	return nil
+}
+
 // NewSerial returns a random, strictly positive 128-bit serial number.
 func NewSerial() (*big.Int, error) {
 	for {
@@ -42,9 +63,10 @@ func NewSerial() (*big.Int, error) {
 // signed by x509.CreateCertificate with the CA as parent.
 //
 // It follows the SPIFFE X509-SVID standard: exactly one URI SAN (the SPIFFE
-// ID); basicConstraints cA=false; a critical keyUsage with digitalSignature
-// (and keyEncipherment for RSA keys, which TLS 1.2 RSA key exchange needs)
-// and never keyCertSign or cRLSign; extKeyUsage serverAuth and clientAuth.
+// ID, which must pass CheckLeafID); basicConstraints cA=false; a critical
+// keyUsage with digitalSignature (and keyEncipherment for RSA keys, which
+// TLS 1.2 RSA key exchange needs) and never keyCertSign or cRLSign;
+// extKeyUsage serverAuth and clientAuth.
 //
 // The Subject is deliberately empty. The identity is the URI SAN, and
 // putting it in a Subject attribute would break on IDs longer than the 64
@@ -55,8 +77,8 @@ func NewSerial() (*big.Int, error) {
 // dnsNames become DNS SANs; each must be a valid host name, optionally with
 // a leading "*." wildcard label.
 func LeafTemplate(id spiffeid.ID, pub crypto.PublicKey, serial *big.Int, notBefore, notAfter time.Time, dnsNames []string) (*x509.Certificate, error) {
-	if id.IsZero() {
-		return nil, errors.New("id: SPIFFE ID is empty")
+	if err := CheckLeafID(id); err != nil {
+		return nil, err
 	}
 	if err := checkCommon(pub, serial, notBefore, notAfter); err != nil {
 		return nil, err

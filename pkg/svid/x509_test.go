@@ -239,6 +239,8 @@ func TestLeafTemplate_RejectsBadInput(t *testing.T) {
 		wantErr string
 	}{
 		{"empty id", spiffeid.ID{}, pub, serial, nb, na, nil, "id: SPIFFE ID is empty"},
+		{"trust domain id without a path", testTD.ID(), pub, serial, nb, na, nil, "id: spiffe://example.org has no path"},
+		{"id over 2048 bytes", spiffeid.RequireFromString("spiffe://example.org/" + strings.Repeat("a", 2049-21)), pub, serial, nb, na, nil, "id: SPIFFE ID is 2049 bytes, at most 2048 allowed"},
 		{"missing key", testID, nil, serial, nb, na, nil, "public key: public key is missing"},
 		{"nil serial", testID, pub, nil, nb, na, nil, "serial: must be a positive number"},
 		{"negative serial", testID, pub, big.NewInt(-1), nb, na, nil, "serial: must be a positive number"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/nhid/nhid/pkg/svid"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -55,13 +56,25 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	return resp, nil
 }
 
+// checkAudience applies the audience rules of the Workload API (§6.2.1:
+// mandatory) and the bounds the server applies when minting
+// (svid.MaxJWTAudiences, svid.MaxJWTAudienceLen). A request past them can
+// never succeed, so it is InvalidArgument here, which clients do not
+// retry, rather than a failed mint, which would reach the caller as
+// Unavailable and be retried for ever.
 func checkAudience(aud []string) error {
-	if len(aud) == 0 {
+	switch {
+	case len(aud) == 0:
 		return status.Error(codes.InvalidArgument, "audience must be specified")
+	case len(aud) > svid.MaxJWTAudiences:
+		return status.Errorf(codes.InvalidArgument, "audience has %d values, at most %d allowed", len(aud), svid.MaxJWTAudiences)
 	}
 	for i, a := range aud {
-		if a == "" {
+		switch {
+		case a == "":
 			return status.Errorf(codes.InvalidArgument, "audience[%d] is empty", i)
+		case len(a) > svid.MaxJWTAudienceLen:
+			return status.Errorf(codes.InvalidArgument, "audience[%d] is %d bytes, at most %d allowed", i, len(a), svid.MaxJWTAudienceLen)
 		}
 	}
 	return nil
@@ -119,9 +132,21 @@ func jwtBundlesResponse(u *Update) (*workload.JWTBundlesResponse, error) {
 }
 
 // ValidateJWTSVID validates a JWT-SVID for an audience against the bundle of
-// its subject's trust domain. The caller need not hold an identity, but it
-// must be a live local process. A token that fails validation is answered
-// with InvalidArgument and the reason, as SPIRE does and clients expect.
+// its subject's trust domain (Workload API §6.3). A token that fails
+// validation is answered with InvalidArgument and the reason, as SPIRE does
+// and clients expect; the specification fixes no code for it.
+//
+// The caller need not hold an identity, but it must be a live local
+// process. Unlike the four Fetch RPCs, §6.2.3 says nothing of
+// PermissionDenied for a caller entitled to nothing, and SPIRE validates
+// for any attested caller: a service that only verifies callers' tokens
+// needs no SVID of its own. Such a caller validates against the agent's
+// own trust domain bundle only; federated bundles come with the entries
+// that federate with them.
+//
+// The claims are returned as the token carries them, "aud" included (a
+// string or an array, as in the payload): §6.2.3 asks for the claims of
+// the payload. SPIRE turns a string "aud" into a one-element list.
 func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (_ *workload.ValidateJWTSVIDResponse, err error) {
 	c := h.begin(ctx, methodValidateJWTSVID, false)
 	defer func() { err = c.end(err) }()

@@ -2,12 +2,14 @@ package workloadapi
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nhid/nhid/pkg/svid"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -83,6 +85,49 @@ func TestFetchJWTSVID_SPIFFEIDSelectsOneIdentity(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.wantIDs, ids); diff != "" {
 				t.Errorf("JWT-SVIDs (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFetchJWTSVID_AudienceTheServerWouldRefuseIsInvalidArgument: the
+// server refuses to mint for more than svid.MaxJWTAudiences audiences or
+// one longer than svid.MaxJWTAudienceLen. Relayed as a failed mint, that
+// reached the workload as Unavailable, which clients retry with backoff for
+// ever (SPIFFE Workload Endpoint §6); it is InvalidArgument, decided before
+// any mint.
+func TestFetchJWTSVID_AudienceTheServerWouldRefuseIsInvalidArgument(t *testing.T) {
+	env := newX509Env(t)
+	env.mgr.setIdentities(env.mgr.identity("e1", "spiffe://example.org/web", "", selfSelector()))
+	raw := env.srv.rawClient(t)
+	many := make([]string, svid.MaxJWTAudiences+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("aud-%d", i)
+	}
+	tests := []struct {
+		name     string
+		audience []string
+		wantCode codes.Code
+		wantMsg  string
+	}{
+		{"as many audiences as allowed", many[:svid.MaxJWTAudiences], codes.OK, ""},
+		{"one audience too many", many, codes.InvalidArgument, "audience has 17 values, at most 16 allowed"},
+		{"audience of the longest length", []string{strings.Repeat("a", svid.MaxJWTAudienceLen)}, codes.OK, ""},
+		{"audience one byte too long", []string{"db", strings.Repeat("a", svid.MaxJWTAudienceLen+1)}, codes.InvalidArgument, "audience[1] is 257 bytes, at most 256 allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := env.mgr.jwtCallCount()
+			_, err := raw.FetchJWTSVID(withHeader(testContext(t)), &workload.JWTSVIDRequest{Audience: tt.audience})
+			if tt.wantCode == codes.OK {
+				if err != nil {
+					t.Fatalf("FetchJWTSVID: %v", err)
+				}
+				return
+			}
+			assertStatus(t, err, tt.wantCode, tt.wantMsg)
+			if got := env.mgr.jwtCallCount() - before; got != 0 {
+				t.Errorf("JWT-SVIDs minted for a refused request: %d", got)
 			}
 		})
 	}
