@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/nhid/nhid/pkg/agent/grants"
 	"github.com/nhid/nhid/pkg/peercred"
@@ -49,6 +50,10 @@ func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
 	srv := newWorkloadGRPCServer(a.reg, a.events)
 	h.Register(srv)
 	gh.Register(srv) // the Grant API shares the socket, attestation and header check
+	// The Workload Endpoint spec (section 7) asks endpoints to support
+	// server reflection, so clients can discover the services rendered;
+	// reflection calls need the security header like any other.
+	reflection.Register(srv)
 	ws := &workloadServer{srv: srv, grants: gh, done: make(chan struct{})}
 	go func() {
 		defer close(ws.done)

@@ -13,15 +13,17 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nhid/nhid/pkg/ca"
+	"github.com/nhid/nhid/pkg/svid"
 	"github.com/nhid/nhid/pkg/telemetry"
 	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
-// Audience bounds of MintJWTSVID.
+// Audience bounds of MintJWTSVID: the JWT-SVID format's, which the
+// Workload API also checks so that workloads learn InvalidArgument.
 const (
-	maxAudiences     = 16
-	maxAudienceBytes = 256
+	maxAudiences     = svid.MaxJWTAudiences
+	maxAudienceBytes = svid.MaxJWTAudienceLen
 )
 
 // JWT claims carrying the entry's purpose and owner, so a relying party
