@@ -45,23 +45,7 @@ server:
     regions: [%s]
     max_instance_age: 24h
 `, certs, i.doc.AccountID, i.doc.Region))
-	s := &server{dir: dir, adminSock: filepath.Join(dir, "admin.sock"), port: freePort(t), healthPort: freePort(t)}
-	s.proc = startProc(t, "nhid-server", filepath.Join(dir, "server.log"), nil, "nhid-server", "run",
-		"--config", cfg,
-		"--data-dir", filepath.Join(dir, "data"),
-		"--trust-domain", trustDomain,
-		"--bind", s.addr(),
-		"--admin-socket", s.adminSock,
-		"--health-address", fmt.Sprintf("127.0.0.1:%d", s.healthPort),
-		"--relying-party-address", "127.0.0.1:0",
-		"--log-level", "debug")
-	eventually(t, waitTimeout, "nhid-server ready", func() error {
-		if s.exited() {
-			return fmt.Errorf("nhid-server exited:\n%s", s.log())
-		}
-		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.healthPort))
-	})
-	return s
+	return startServerAt(t, dir, freePort(t), "--config", cfg)
 }
 
 // startAWSAgent starts nhid-agent attesting with the instance's IMDS; it

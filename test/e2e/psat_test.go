@@ -68,23 +68,7 @@ server:
         service_account_allow_list: ["nhid:nhid-agent"]
         audience: nhid-server
 `, c.kube.URL(), c.kube.CAFile(), c.serverToken))
-	s := &server{dir: dir, adminSock: filepath.Join(dir, "admin.sock"), port: freePort(t), healthPort: freePort(t)}
-	s.proc = startProc(t, "nhid-server", filepath.Join(dir, "server.log"), nil, "nhid-server", "run",
-		"--config", cfg,
-		"--data-dir", filepath.Join(dir, "data"),
-		"--trust-domain", trustDomain,
-		"--bind", s.addr(),
-		"--admin-socket", s.adminSock,
-		"--health-address", fmt.Sprintf("127.0.0.1:%d", s.healthPort),
-		"--relying-party-address", "127.0.0.1:0",
-		"--log-level", "debug")
-	eventually(t, waitTimeout, "nhid-server ready", func() error {
-		if s.exited() {
-			return fmt.Errorf("nhid-server exited:\n%s", s.log())
-		}
-		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", s.healthPort))
-	})
-	return s
+	return startServerAt(t, dir, freePort(t), "--config", cfg)
 }
 
 // startPSATAgent starts nhid-agent attesting with k8s_psat; it does not
