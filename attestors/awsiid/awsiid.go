@@ -33,6 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/nhid/nhid/pkg/attestor"
 )
 
 // Type is the attestor type and selector type, "aws_iid".
@@ -59,17 +61,9 @@ func encodePayload(p payload) ([]byte, error) { return json.Marshal(p) }
 // decodePayload decodes and bounds evidence: one JSON object with exactly
 // the known fields.
 func decodePayload(data []byte) (payload, error) {
-	if len(data) > maxPayload {
-		return payload{}, fmt.Errorf("payload is %d bytes, more than %d", len(data), maxPayload)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var p payload
-	if err := dec.Decode(&p); err != nil {
-		return payload{}, fmt.Errorf("decode payload: %w", err)
-	}
-	if dec.More() {
-		return payload{}, errors.New("payload has data after its JSON object")
+	if err := attestor.DecodePayload(data, maxPayload, &p); err != nil {
+		return payload{}, err
 	}
 	switch {
 	case len(p.Document) == 0:

@@ -19,12 +19,13 @@
 package psat
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/nhid/nhid/pkg/attestor"
 )
 
 // Type is the attestor type and selector type, "k8s_psat".
@@ -93,17 +94,9 @@ func encodePayload(p payload) ([]byte, error) {
 // decodePayload decodes and checks evidence: one JSON object with exactly
 // the known fields, a valid cluster name and a token of JWT shape.
 func decodePayload(data []byte) (payload, error) {
-	if len(data) > maxPayload {
-		return payload{}, fmt.Errorf("payload is %d bytes, more than %d", len(data), maxPayload)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var p payload
-	if err := dec.Decode(&p); err != nil {
-		return payload{}, fmt.Errorf("decode payload: %w", err)
-	}
-	if dec.More() {
-		return payload{}, errors.New("payload has data after its JSON object")
+	if err := attestor.DecodePayload(data, maxPayload, &p); err != nil {
+		return payload{}, err
 	}
 	if err := CheckClusterName(p.Cluster); err != nil {
 		return payload{}, err
