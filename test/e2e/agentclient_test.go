@@ -14,13 +14,14 @@ import (
 	"testing"
 	"time"
 
-	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 )
 
 var serverID = spiffeid.RequireFromString("spiffe://" + trustDomain + "/nhid/server")

@@ -52,20 +52,7 @@ server:
 // does not wait for the agent to be ready.
 func startAWSAgent(t *testing.T, s *server, i *awsInstance) *agent {
 	t.Helper()
-	dir := shortTempDir(t)
-	cfg := filepath.Join(dir, "agent.yaml")
-	writeFile(t, cfg, fmt.Sprintf("version: 1\nagent:\n  node_attestor: aws_iid\n  aws_iid:\n    metadata_endpoint: %s\n    timeout: 5s\n", i.imds.URL()))
-	a := &agent{dir: dir, socket: filepath.Join(dir, "agent.sock"), healthPort: freePort(t)}
-	a.proc = startProc(t, "nhid-agent", filepath.Join(dir, "agent.log"), nil, "nhid-agent", "run",
-		"--config", cfg,
-		"--data-dir", filepath.Join(dir, "data"),
-		"--server", s.addr(),
-		"--trust-domain", trustDomain,
-		"--trust-bundle", s.bundlePEM(t),
-		"--socket", a.socket,
-		"--health-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort),
-		"--log-level", "debug")
-	return a
+	return startAgentWithConfig(t, s, fmt.Sprintf("version: 1\nagent:\n  node_attestor: aws_iid\n  aws_iid:\n    metadata_endpoint: %s\n    timeout: 5s\n", i.imds.URL()))
 }
 
 func TestAWSIID_AgentAttestsOnceAndACopyOfItsDocumentWaitsForEviction(t *testing.T) {

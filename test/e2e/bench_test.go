@@ -20,12 +20,13 @@ import (
 	"testing"
 	"time"
 
-	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
-	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
-	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	adminv1 "github.com/nhid/nhid/proto/nhid/admin/v1"
+	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
+	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
 
 // latencies collects per-operation durations.

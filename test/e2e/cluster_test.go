@@ -139,6 +139,29 @@ func startAgentAt(t testing.TB, s *server, dir, token string) *agent {
 	return a
 }
 
+// startAgentWithConfig starts nhid-agent attested to s with the agent
+// config file body yaml (its node attestor section); it does not wait for
+// the agent to be ready.
+func startAgentWithConfig(t testing.TB, s *server, yaml string) *agent {
+	t.Helper()
+	dir := shortTempDir(t)
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{dir: dir, socket: filepath.Join(dir, "agent.sock"), healthPort: freePort(t)}
+	a.proc = startProc(t, "nhid-agent", filepath.Join(dir, "agent.log"), nil, "nhid-agent", "run",
+		"--config", cfg,
+		"--data-dir", filepath.Join(dir, "data"),
+		"--server", s.addr(),
+		"--trust-domain", trustDomain,
+		"--trust-bundle", s.bundlePEM(t),
+		"--socket", a.socket,
+		"--health-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort),
+		"--log-level", "debug")
+	return a
+}
+
 func (a *agent) waitReady(t testing.TB) {
 	t.Helper()
 	eventually(t, waitTimeout, "nhid-agent ready", func() error {

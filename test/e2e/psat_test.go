@@ -75,20 +75,7 @@ server:
 // wait for the agent to be ready.
 func startPSATAgent(t *testing.T, s *server, c *psatCluster) *agent {
 	t.Helper()
-	dir := shortTempDir(t)
-	cfg := filepath.Join(dir, "agent.yaml")
-	writeFile(t, cfg, fmt.Sprintf("version: 1\nagent:\n  node_attestor: k8s_psat\n  k8s_psat:\n    cluster: test\n    token_path: %s\n", c.agentToken))
-	a := &agent{dir: dir, socket: filepath.Join(dir, "agent.sock"), healthPort: freePort(t)}
-	a.proc = startProc(t, "nhid-agent", filepath.Join(dir, "agent.log"), nil, "nhid-agent", "run",
-		"--config", cfg,
-		"--data-dir", filepath.Join(dir, "data"),
-		"--server", s.addr(),
-		"--trust-domain", trustDomain,
-		"--trust-bundle", s.bundlePEM(t),
-		"--socket", a.socket,
-		"--health-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort),
-		"--log-level", "debug")
-	return a
+	return startAgentWithConfig(t, s, fmt.Sprintf("version: 1\nagent:\n  node_attestor: k8s_psat\n  k8s_psat:\n    cluster: test\n    token_path: %s\n", c.agentToken))
 }
 
 // nodeShow is what `nhidctl node show -o json` prints.

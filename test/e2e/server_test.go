@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/nhid/nhid/proto/nhid/agent/v1"
 )
 
 // entryList is the shape `nhidctl entry list -o json` prints.

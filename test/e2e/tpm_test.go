@@ -58,20 +58,7 @@ server:
 // does not wait for the agent to be ready.
 func startTPMAgent(t *testing.T, s *server, swtpmAddr, akType string) *agent {
 	t.Helper()
-	dir := shortTempDir(t)
-	cfg := filepath.Join(dir, "agent.yaml")
-	writeFile(t, cfg, fmt.Sprintf("version: 1\nagent:\n  node_attestor: tpm\n  tpm:\n    swtpm: %s\n    ak_type: %s\n", swtpmAddr, akType))
-	a := &agent{dir: dir, socket: filepath.Join(dir, "agent.sock"), healthPort: freePort(t)}
-	a.proc = startProc(t, "nhid-agent", filepath.Join(dir, "agent.log"), nil, "nhid-agent", "run",
-		"--config", cfg,
-		"--data-dir", filepath.Join(dir, "data"),
-		"--server", s.addr(),
-		"--trust-domain", trustDomain,
-		"--trust-bundle", s.bundlePEM(t),
-		"--socket", a.socket,
-		"--health-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort),
-		"--log-level", "debug")
-	return a
+	return startAgentWithConfig(t, s, fmt.Sprintf("version: 1\nagent:\n  node_attestor: tpm\n  tpm:\n    swtpm: %s\n    ak_type: %s\n", swtpmAddr, akType))
 }
 
 // tpmNodeShow is what `nhidctl -o json node show` prints of a TPM node.
