@@ -109,7 +109,7 @@ func loadCAFile(file string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := svid.ParseCertificatesPEM(data)
+	certs, err := svid.CertificatesInPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}

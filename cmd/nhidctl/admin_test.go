@@ -258,3 +258,25 @@ func TestUnreachableSocket_SaysWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+func TestDoor_FlagsPickOneWayToTheAdminAPI(t *testing.T) {
+	s := newServer(t)
+	// An exported remote address does not beat a --socket the user typed.
+	t.Setenv(envServerAddress, "192.0.2.1:8444")
+	if r := runCLI(t, nil, "--socket", s.socket, "entry", "list"); r.code != 0 {
+		t.Fatalf("--socket with %s set: exit %d: %s", envServerAddress, r.code, r.stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket", s.socket, "--server", "192.0.2.1:8444", "entry", "list"}, "--socket and --server pick different ways"},
+		{[]string{"--socket", s.socket, "--server-id", "spiffe://example.org/nhid/server", "entry", "list"}, "--server-id applies to the admin API over mutual TLS"},
+		{[]string{"--socket", s.socket, "--admin-id", "spiffe://example.org/ops/alice", "entry", "list"}, "--admin-id applies"},
+	} {
+		r := runCLI(t, nil, tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("nhidctl %v: exit %d, %q; want exit 2 saying %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}

@@ -33,6 +33,9 @@ type admin struct {
 	hint  string
 	conn  *grpc.ClientConn
 	close func() // releases what the connection holds besides conn
+	// choice, over mTLS when nhidctl holds several SVIDs, says which it
+	// presented and how to pick another, for a refusal.
+	choice string
 }
 
 // adminSocket is --socket if given, else $NHID_ADMIN_SOCKET, else the
@@ -52,6 +55,9 @@ func (g *globals) adminSocket(cmd *cobra.Command) string {
 // connection is made lazily by gRPC, so a missing socket is reported
 // here, where the message can say what to do.
 func (g *globals) dial(cmd *cobra.Command) (*admin, error) {
+	if err := g.checkDoor(cmd); err != nil {
+		return nil, err
+	}
 	if addr := g.serverAddress(cmd); addr != "" {
 		return g.dialTLS(cmd, addr)
 	}
@@ -129,6 +135,10 @@ func (a *admin) explain(err error) error {
 		return fmt.Errorf("nhid-server at %s did not answer within %v", a.target, callTimeout)
 	case codes.Canceled:
 		return errors.New("cancelled")
+	case codes.PermissionDenied:
+		if a.choice != "" {
+			return fmt.Errorf("%s; %s", st.Message(), a.choice)
+		}
 	}
 	return errors.New(st.Message())
 }

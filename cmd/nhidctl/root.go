@@ -36,6 +36,7 @@ type globals struct {
 	// mutual TLS instead of the socket (client_tls.go).
 	server         string
 	serverID       string
+	adminID        string
 	workloadSocket string
 }
 
@@ -94,6 +95,7 @@ it talks to nhid-agent's Workload API as a workload would.`,
 	pf.StringVarP(&g.output, "output", "o", formatTable, "output format: table or json")
 	pf.StringVar(&g.server, "server", "", "nhid-server's admin API over mutual TLS, HOST:PORT, instead of the socket (env "+envServerAddress+")")
 	pf.StringVar(&g.serverID, "server-id", "", "with --server: the server's SPIFFE ID (env "+envServerID+"; default spiffe://<trust domain>"+serverPath+")")
+	pf.StringVar(&g.adminID, "admin-id", "", "with --server: which of nhidctl's SVIDs to present when the agent gives it several (env "+envAdminID+"; default the first)")
 	pf.StringVar(&g.workloadSocket, "workload-socket", "", "with --server: the Workload API nhidctl gets its own X.509-SVID from (default $SPIFFE_ENDPOINT_SOCKET, else "+defaultWorkloadSocket+")")
 	root.AddCommand(
 		newEntryCmd(g),

@@ -52,7 +52,9 @@ func (a *Agent) startWorkloadAPI() (*workloadServer, error) {
 	gh.Register(srv) // the Grant API shares the socket, attestation and header check
 	// The Workload Endpoint spec (section 7) asks endpoints to support
 	// server reflection, so clients can discover the services rendered;
-	// reflection calls need the security header like any other.
+	// reflection calls need the security header like any other. A client
+	// holding a reflection stream open at shutdown delays the stop by at
+	// most shutdownTimeout, like any other call in flight.
 	reflection.Register(srv)
 	ws := &workloadServer{srv: srv, grants: gh, done: make(chan struct{})}
 	go func() {

@@ -63,7 +63,7 @@ func readCertsPEM(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return svid.ParseCertificatesPEM(data)
+	return svid.CertificatesInPEM(data)
 }
 
 // checkUpstreamCert makes sure the upstream may sign a CA now.

@@ -135,15 +135,30 @@ func EncodePrivateKeyPEM(key crypto.Signer) ([]byte, error) {
 // key or a misnamed file is reported rather than skipped, and an empty
 // result is an error. Errors number certificates from 1.
 func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
+	return parseCertificatesPEM(data, false)
+}
+
+// CertificatesInPEM is ParseCertificatesPEM for files that may hold other
+// blocks too, which it skips: an upstream CA's certificate file that is
+// also its key file, as operators often keep them.
+func CertificatesInPEM(data []byte) ([]*x509.Certificate, error) {
+	return parseCertificatesPEM(data, true)
+}
+
+func parseCertificatesPEM(data []byte, skipOthers bool) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
-	for rest := data; ; {
+	for rest, n := data, 0; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
 			break
 		}
+		n++
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %d is %q, want CERTIFICATE", len(certs)+1, block.Type)
+			if skipOthers {
+				continue
+			}
+			return nil, fmt.Errorf("PEM block %d is %q, want CERTIFICATE", n, block.Type)
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {

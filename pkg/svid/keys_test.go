@@ -211,4 +211,12 @@ func TestParseCertificatesPEM_AllCertificatesInOrderAndOnlyCertificates(t *testi
 			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
 		}
 	}
+	// A combined certificate and key file, as upstream CAs are often kept.
+	got, err = CertificatesInPEM([]byte(string(keyPEM) + pemOf(a.cert)))
+	if err != nil || len(got) != 1 || !got[0].Equal(a.cert) {
+		t.Errorf("CertificatesInPEM of a key then a certificate = %d, %v; want the certificate", len(got), err)
+	}
+	if _, err := CertificatesInPEM(keyPEM); err == nil || !strings.Contains(err.Error(), "no PEM certificate found") {
+		t.Errorf("CertificatesInPEM of a key alone = %v, want no certificate found", err)
+	}
 }

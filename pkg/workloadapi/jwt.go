@@ -66,8 +66,11 @@ func checkAudience(aud []string) error {
 	switch {
 	case len(aud) == 0:
 		return status.Error(codes.InvalidArgument, "audience must be specified")
-	case len(aud) > svid.MaxJWTAudiences:
-		return status.Errorf(codes.InvalidArgument, "audience has %d values, at most %d allowed", len(aud), svid.MaxJWTAudiences)
+	}
+	// The agent mints for the distinct values (a repeated audience means
+	// nothing more), so the bound applies to those.
+	if n := len(distinct(aud)); n > svid.MaxJWTAudiences {
+		return status.Errorf(codes.InvalidArgument, "audience has %d distinct values, at most %d allowed", n, svid.MaxJWTAudiences)
 	}
 	for i, a := range aud {
 		switch {
@@ -78,6 +81,15 @@ func checkAudience(aud []string) error {
 		}
 	}
 	return nil
+}
+
+// distinct returns the distinct values of ss.
+func distinct(ss []string) map[string]struct{} {
+	out := make(map[string]struct{}, len(ss))
+	for _, s := range ss {
+		out[s] = struct{}{}
+	}
+	return out
 }
 
 // jwtIdentities picks the identities to mint for: all of them, or the one

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nhid/nhid/pkg/svid"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/nhid/nhid/pkg/svid"
 )
 
 func TestFetchJWTSVID_ReturnsATokenForEveryIdentityThatValidates(t *testing.T) {
@@ -111,7 +112,8 @@ func TestFetchJWTSVID_AudienceTheServerWouldRefuseIsInvalidArgument(t *testing.T
 		wantMsg  string
 	}{
 		{"as many audiences as allowed", many[:svid.MaxJWTAudiences], codes.OK, ""},
-		{"one audience too many", many, codes.InvalidArgument, "audience has 17 values, at most 16 allowed"},
+		{"one audience too many", many, codes.InvalidArgument, "audience has 17 distinct values, at most 16 allowed"},
+		{"one audience repeated beyond the bound", slices.Repeat([]string{"db"}, svid.MaxJWTAudiences+1), codes.OK, ""},
 		{"audience of the longest length", []string{strings.Repeat("a", svid.MaxJWTAudienceLen)}, codes.OK, ""},
 		{"audience one byte too long", []string{"db", strings.Repeat("a", svid.MaxJWTAudienceLen+1)}, codes.InvalidArgument, "audience[1] is 257 bytes, at most 256 allowed"},
 	}

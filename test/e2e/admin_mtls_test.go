@@ -120,6 +120,23 @@ server:
 		t.Fatalf("nhidctl --server after the admin flag was cleared: %v, want a refusal", err)
 	}
 
+	// Given a second, admin identity, nhidctl presents the first (by entry
+	// id) unless told which: the refusal says how, --admin-id picks it.
+	consoleID := "spiffe://" + trustDomain + "/ops/console"
+	s.mustCtl(t, "entry", "create", "--spiffe-id", consoleID, "--parent-id", agentID, "--admin",
+		"--selector", uidSelector(), "--selector", "unix:sha256:"+binSHA256(t, "nhidctl"),
+		"--purpose", "shared operator console", "--owner", "ops@example.org")
+	eventually(t, waitTimeout, "nhidctl holding both SVIDs", func() error {
+		_, err := ctlTLS(a, adminAddr, "entry", "list")
+		if err == nil || !strings.Contains(err.Error(), "pick the admin one with --admin-id") || !strings.Contains(err.Error(), consoleID) {
+			return fmt.Errorf("entry list with two SVIDs: %v", err)
+		}
+		return nil
+	})
+	if _, err := ctlTLS(a, adminAddr, "--admin-id", consoleID, "entry", "list"); err != nil {
+		t.Fatalf("entry list --admin-id %s: %v", consoleID, err)
+	}
+
 	// A client that expects another server identity refuses to talk.
 	_, err = ctlTLS(a, adminAddr, "--server-id", "spiffe://"+trustDomain+"/not/the/server", "entry", "list")
 	if err == nil || !strings.Contains(err.Error(), "over mutual TLS") {
