@@ -179,10 +179,16 @@ func dial(addr string, td spiffeid.TrustDomain, svid x509svid.Source, bundle x50
 	return newClient(addr, conf, log)
 }
 
+// maxServerMessage bounds one message from nhid-server. Sync pages of
+// entries stay under 3 MiB, but the federated bundle set travels whole in
+// one message, and partners' documents may be up to 1 MiB each.
+const maxServerMessage = 64 << 20
+
 // newClient connects to any of the servers addr lists (servers.go).
 func newClient(addr string, conf *tls.Config, log *slog.Logger) (*grpc.ClientConn, error) {
 	target, opts := serverTarget(addr, log)
-	conn, err := grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(conf)))...)
+	conn, err := grpc.NewClient(target, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(conf)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxServerMessage)))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to server %s: %w", addr, err)
 	}

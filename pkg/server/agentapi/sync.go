@@ -249,6 +249,9 @@ func (ss *syncStream) sendExpired() error {
 // stored bundle but the trust domain's own) on msg. It is read again
 // whenever one changes: partner bundles change rarely, and a fresh read
 // cannot regress the way replaying events over an older read could.
+// sendPages counts the set against the page's size budget; the agent
+// accepts messages far larger than a page (maxServerMessage there) for
+// partners that publish large bundles.
 func (ss *syncStream) attachFederated(msg *agentv1.SyncResponse) error {
 	all, err := ss.s.store.ListBundles(ss.ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
@@ -80,4 +81,53 @@ func TestSync_FederatedBundlesComeFirstThenWheneverOneChanges(t *testing.T) {
 	if m.GetBundle().GetRefreshHint() != 77 || m.GetFederatedBundlesSet() {
 		t.Fatalf("after an own bundle change: %v", m)
 	}
+}
+
+// TestSync_ASnapshotCarriesBothBundlesAsTheyAreNow: a snapshot replaces
+// whatever batch of events caused it, bundle changes included, and moves
+// the floor past them, so it carries the own and federated bundles.
+func TestSync_ASnapshotCarriesBothBundlesAsTheyAreNow(t *testing.T) {
+	h := newHarness(t)
+	a := h.attestWithSelectors("mover", "test:zone:a")
+	ctx := context.Background()
+	r := openSync(t, a.client, 0, 0)
+	r.untilDone(t)
+	if _, err := h.store.UpdateBundle(ctx, "partner.test", partnerCA("partner-ca-1")); err != nil {
+		t.Fatal(err)
+	}
+	if m := r.next(t); len(m.GetFederatedBundles()) != 1 {
+		t.Fatalf("after a partner bundle: %v", m)
+	}
+	if _, err := h.store.UpdateNode(ctx, a.id.String(), func(n *typesv1.Node) error {
+		n.Selectors = []string{"test:zone:b"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := r.next(t)
+	if tds, set := federatedTDs(m); !m.GetReset_() || m.GetBundle() == nil || !set || len(tds) != 1 || tds[0] != "partner.test" {
+		t.Fatalf("snapshot after the node's selectors changed: reset %v, bundle %v, federated %v (set %v)", m.GetReset_(), m.GetBundle() != nil, tds, set)
+	}
+}
+
+// TestSync_LargePartnerBundlesPushEntriesToLaterPages: the federated set
+// counts against the first page's size budget.
+func TestSync_LargePartnerBundlesPushEntriesToLaterPages(t *testing.T) {
+	h := newHarness(t)
+	a := h.attest()
+	ctx := context.Background()
+	big := strings.Repeat("x", maxSyncMessageBytes/2)
+	for _, td := range []string{"one.test", "two.test"} {
+		if _, err := h.store.UpdateBundle(ctx, td, partnerCA(big)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.createEntries(workload("w1", a.id.String()), workload("w2", a.id.String()), workload("w3", a.id.String()))
+	r := openSync(t, a.client, 0, 0)
+	msgs := r.untilDone(t)
+	if len(msgs) < 2 || len(msgs[0].GetFederatedBundles()) != 2 || len(msgs[0].GetUpserts()) > 1 {
+		t.Fatalf("%d messages, first with %d federated bundles and %d entries; want the bundles with at most one entry, then the rest",
+			len(msgs), len(msgs[0].GetFederatedBundles()), len(msgs[0].GetUpserts()))
+	}
+	r.waitView(t, "spiffe://example.org/w1", "spiffe://example.org/w2", "spiffe://example.org/w3")
 }

@@ -127,7 +127,13 @@ func (ss *syncStream) snapshotNow(reason string) error {
 	}
 	ss.s.metrics.syncSnapshots.WithLabelValues(reason).Inc()
 	ss.log.Debug("sync snapshot", telemetry.Reason, reason, telemetry.Count, len(entries), telemetry.Revision, rev)
-	return ss.sendPages(pageOpts{reset: true, done: true, rev: rev}, entries, nil)
+	// A snapshot may replace a batch that also held bundle changes, and
+	// moves the floor past them: it carries both bundles as they are now.
+	bundle, _, err := ss.s.bundles.Current(ss.ctx)
+	if err != nil {
+		return ss.s.internal(ss.ctx, "read bundle", err)
+	}
+	return ss.sendPages(pageOpts{reset: true, done: true, rev: rev, bundle: bundle, federated: true}, entries, nil)
 }
 
 // pageOpts shape a sequence of pages: reset and bundle go on the first,
@@ -148,12 +154,15 @@ type pageOpts struct {
 // stops halfway must not record a revision whose changes it lacks.
 func (ss *syncStream) sendPages(o pageOpts, upserts []*typesv1.Entry, deletes []string) error {
 	msg := &agentv1.SyncResponse{Reset_: o.reset, Bundle: o.bundle}
-	if o.federated {
+	if o.federated || !ss.sentFirst {
 		if err := ss.attachFederated(msg); err != nil {
 			return err
 		}
 	}
-	size := 0
+	// The bundles on the first page count against its budget: a page
+	// always carries at least one entry, so large partner bundles push
+	// the entries to later pages rather than past the agent's limit.
+	size := proto.Size(msg)
 	flush := func() error {
 		if err := ss.send(msg); err != nil {
 			return err

@@ -83,7 +83,10 @@ func (s *Store) decodeEvent(ev *clientv3.Event) (store.Event, bool, error) {
 		kv := ev.Kv
 		if del {
 			if ev.PrevKv == nil {
-				return store.Event{}, false, fmt.Errorf("bundle of %q deleted without its previous value", strings.TrimPrefix(key, prefixBundles))
+				// The previous value is gone (compacted): the key still
+				// names the trust domain, which is what watchers need.
+				out.PrevBundle = &typesv1.Bundle{TrustDomain: strings.TrimPrefix(key, prefixBundles)}
+				return out, true, nil
 			}
 			kv = ev.PrevKv
 		}
