@@ -99,12 +99,32 @@ func (s *Service) decideApproval(ctx context.Context, id string, by Principal, r
 		}
 		return nil, err
 	}
-	now := s.clock.Now()
-	g, err = s.store.UpdateGrant(ctx, id, func(g *typesv1.Grant) error {
-		return record(g, by, reason, approve, now)
-	})
-	if err != nil {
-		return nil, err
+	// Who among the earlier approvers is by under another name is read
+	// outside the transaction (fn may run again); an approval recorded
+	// meanwhile makes the update start over with a fresh look.
+	for attempt := 0; ; attempt++ {
+		same, err := s.sameAs(ctx, g, by)
+		if err != nil {
+			return nil, err
+		}
+		seen := len(g.GetApprovals())
+		now := s.clock.Now()
+		g, err = s.store.UpdateGrant(ctx, id, func(g *typesv1.Grant) error {
+			if len(g.GetApprovals()) != seen {
+				return errApprovalsMoved
+			}
+			return record(g, by, same, reason, approve, now)
+		})
+		if errors.Is(err, errApprovalsMoved) && attempt < 3 {
+			if g, err = s.Get(ctx, id); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	s.waiters.wake(id)
 	s.approvalDecided(ctx, g, by, reason, approve)
@@ -116,9 +136,14 @@ func notPending(g *typesv1.Grant) error {
 	return fmt.Errorf("grant %q is %s: %w", g.GetId(), statusName(g.GetStatus()), ErrNotPending)
 }
 
+// errApprovalsMoved: another approval was recorded while by's was being
+// checked.
+var errApprovalsMoved = errors.New("another approval was recorded meanwhile; try again")
+
 // record adds by's decision to the stored grant g, activating or denying
-// it when that decides it.
-func record(g *typesv1.Grant, by Principal, reason string, approve bool, now time.Time) error {
+// it when that decides it. same names the approvers who are by under
+// another name (sameAs).
+func record(g *typesv1.Grant, by Principal, same map[string]bool, reason string, approve bool, now time.Time) error {
 	if g.Status != typesv1.GrantStatus_GRANT_STATUS_PENDING || expired(g, now) {
 		cp := proto.Clone(g).(*typesv1.Grant)
 		expire(cp, now)
@@ -126,8 +151,13 @@ func record(g *typesv1.Grant, by Principal, reason string, approve bool, now tim
 	}
 	if approve {
 		for _, a := range g.GetApprovals() {
-			if a.GetApproved() && a.GetApprover() == by.Name {
+			switch {
+			case !a.GetApproved() || !same[a.GetApprover()]:
+			case a.GetApprover() == by.Name:
 				return fmt.Errorf("grant %q: %s: %w", g.GetId(), by.Name, ErrAlreadyApproved)
+			default:
+				return fmt.Errorf("grant %q: %s is the same person as %s, who approved (shared owner or uid): %w",
+					g.GetId(), by.Name, a.GetApprover(), ErrAlreadyApproved)
 			}
 		}
 	}

@@ -156,6 +156,9 @@ func TestApprove_NobodyDecidesTheirOwnRequest(t *testing.T) {
 		// Someone else's workload on bob's uid does not make bob a party.
 		&typesv1.Entry{Id: "other", SpiffeId: "spiffe://example.org/other", ParentId: agentID,
 			Selectors: []string{"unix:uid:2000"}, Owner: "olga@example.org"},
+		// An admin console of another owner, but on the subject's uid and node.
+		&typesv1.Entry{Id: "shared-console", SpiffeId: "spiffe://example.org/ops/shared-console", ParentId: agentID,
+			Selectors: []string{"unix:uid:1000", "unix:sha256:abc"}, Owner: "olga@example.org", Admin: true},
 	)
 	g := h.pending()
 	tests := []struct {
@@ -171,6 +174,10 @@ func TestApprove_NobodyDecidesTheirOwnRequest(t *testing.T) {
 		{"the subject's SVID", Principal{Name: workloadID, SPIFFEID: workloadID}, "is the subject"},
 		{"the SVID of an agent of the same owner", Principal{Name: "spiffe://example.org/ana/bot", SPIFFEID: "spiffe://example.org/ana/bot"},
 			"an agent of the same owner ana@example.org (entry ana-bot)"},
+		// Every process of uid 1000 on the subject's node holds this SVID
+		// too, the requesting workload included.
+		{"an SVID handed to the subject's uid on its node", Principal{Name: "spiffe://example.org/ops/shared-console", SPIFFEID: "spiffe://example.org/ops/shared-console"},
+			"is handed to the subject's processes too"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,10 +200,11 @@ func TestApprove_NobodyDecidesTheirOwnRequest(t *testing.T) {
 
 func TestApprove_ByAnSVIDOfSomeoneElseIsRecordedByItsSPIFFEID(t *testing.T) {
 	h := newHarness(t)
-	// olga's console holds an SVID whose entry has another owner, and
-	// selects ana's uid: a uid rule does not apply to an SVID approver.
+	// olga's console holds an SVID whose entry has another owner and
+	// selects uid 1000 on her own laptop: the same uid number as the
+	// subject's, on another node, is another person.
 	olga := "spiffe://example.org/ops/olga-console"
-	h.storeEntries(&typesv1.Entry{Id: "console", SpiffeId: olga, ParentId: agentID,
+	h.storeEntries(&typesv1.Entry{Id: "console", SpiffeId: olga, ParentId: "spiffe://example.org/nhid/agent/join_token/olga-laptop",
 		Selectors: []string{"unix:uid:1000"}, Owner: "olga@example.org", Admin: true})
 	g := h.pending()
 	got, err := h.svc.Approve(context.Background(), g.GetId(), Principal{Name: olga, SPIFFEID: olga}, "reviewed")
@@ -326,5 +334,39 @@ func TestApprove_PendingGrantStoredBeforeApprovalsKeepsItsExpiry(t *testing.T) {
 	}
 	if got.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_ACTIVE || got.GetExpiresAt() != expires {
 		t.Errorf("approved legacy grant: %v until %d, want ACTIVE until %d", got.GetStatus(), got.GetExpiresAt(), expires)
+	}
+}
+
+func TestApprove_OnePersonUnderTwoSVIDsCountsOnce(t *testing.T) {
+	h := newHarness(t)
+	laptop := "spiffe://example.org/nhid/agent/join_token/"
+	h.storeEntries(
+		&typesv1.Entry{Id: "carl-1", SpiffeId: "spiffe://example.org/approvers/carl", ParentId: laptop + "carl",
+			Selectors: []string{"unix:uid:1000"}, Owner: "carl@example.org", Admin: true},
+		// carl's second console: another ID, the same owner.
+		&typesv1.Entry{Id: "carl-2", SpiffeId: "spiffe://example.org/approvers/carl-ci", ParentId: laptop + "ci",
+			Selectors: []string{"unix:uid:4000"}, Owner: "carl@example.org", Admin: true},
+		// An ownerless console on carl's laptop and uid.
+		&typesv1.Entry{Id: "carl-3", SpiffeId: "spiffe://example.org/approvers/laptop", ParentId: laptop + "carl",
+			Selectors: []string{"unix:uid:1000", "unix:sha256:def"}, Admin: true},
+		// dora: uid 1000 too, on her own laptop.
+		&typesv1.Entry{Id: "dora", SpiffeId: "spiffe://example.org/approvers/dora", ParentId: laptop + "dora",
+			Selectors: []string{"unix:uid:1000"}, Owner: "dora@example.org", Admin: true},
+	)
+	svid := func(id string) Principal { return Principal{Name: id, SPIFFEID: id} }
+	g := h.critical()
+	ctx := context.Background()
+	if _, err := h.svc.Approve(ctx, g.GetId(), svid("spiffe://example.org/approvers/carl"), ""); err != nil {
+		t.Fatalf("carl's approval: %v", err)
+	}
+	for _, again := range []string{"spiffe://example.org/approvers/carl-ci", "spiffe://example.org/approvers/laptop"} {
+		_, err := h.svc.Approve(ctx, g.GetId(), svid(again), "")
+		if !errors.Is(err, ErrAlreadyApproved) || !strings.Contains(err.Error(), "same person as spiffe://example.org/approvers/carl") {
+			t.Errorf("second approval by %s = %v, want ErrAlreadyApproved naming carl", again, err)
+		}
+	}
+	got, err := h.svc.Approve(ctx, g.GetId(), svid("spiffe://example.org/approvers/dora"), "")
+	if err != nil || got.GetStatus() != typesv1.GrantStatus_GRANT_STATUS_ACTIVE || len(got.GetApprovals()) != 2 {
+		t.Fatalf("dora's approval = %v (%d approvals), %v; want ACTIVE with two", got.GetStatus(), len(got.GetApprovals()), err)
 	}
 }

@@ -69,30 +69,115 @@ func (s *Service) checkApprover(ctx context.Context, g *typesv1.Grant, by Princi
 }
 
 // checkSPIFFEApprover is checkApprover's rule for an approver known by
-// its SPIFFE ID.
+// its SPIFFE ID: refused when it is the subject, when an entry giving its
+// ID has the grant's owner, or when an entry giving its ID hands it to a
+// uid or user (unix:uid/unix:user selector) that an entry of the subject
+// also selects under the same parent: every process of that uid on that
+// node holds both SVIDs, so the requesting workload could approve itself.
 func (s *Service) checkSPIFFEApprover(ctx context.Context, g *typesv1.Grant, by Principal) error {
 	if by.SPIFFEID == g.GetSpiffeId() {
 		return fmt.Errorf("%s is the subject: %w", by.Name, ErrSelfApproval)
 	}
-	if g.GetOwner() == "" {
-		return nil
+	mine, err := s.entriesOf(ctx, by.SPIFFEID)
+	if err != nil {
+		return err
 	}
-	req := store.ListEntriesRequest{SpiffeID: by.SPIFFEID, PageSize: entryPage}
+	subject, err := s.entriesOf(ctx, g.GetSpiffeId())
+	if err != nil {
+		return err
+	}
+	for _, e := range mine {
+		if g.GetOwner() != "" && e.GetOwner() == g.GetOwner() {
+			return fmt.Errorf("%s is an agent of the same owner %s (entry %s): %w", by.Name, g.GetOwner(), e.GetId(), ErrSelfApproval)
+		}
+		for _, se := range subject {
+			if se.GetParentId() != e.GetParentId() {
+				continue
+			}
+			if sel, ok := selectsAny(se, unixSelectors(e)); ok {
+				return fmt.Errorf("%s is handed to the subject's processes too (entries %s and %s both select %s under %s): %w",
+					by.Name, e.GetId(), se.GetId(), sel, e.GetParentId(), ErrSelfApproval)
+			}
+		}
+	}
+	return nil
+}
+
+// entriesOf lists every entry giving spiffeID.
+func (s *Service) entriesOf(ctx context.Context, spiffeID string) ([]*typesv1.Entry, error) {
+	var out []*typesv1.Entry
+	req := store.ListEntriesRequest{SpiffeID: spiffeID, PageSize: entryPage}
 	for {
 		entries, next, err := s.entries.ListEntries(ctx, req)
 		if err != nil {
-			return fmt.Errorf("list entries of %s: %w", by.SPIFFEID, err)
+			return nil, fmt.Errorf("list entries of %s: %w", spiffeID, err)
 		}
-		for _, e := range entries {
-			if e.GetOwner() == g.GetOwner() {
-				return fmt.Errorf("%s is an agent of the same owner %s (entry %s): %w", by.Name, g.GetOwner(), e.GetId(), ErrSelfApproval)
-			}
-		}
+		out = append(out, entries...)
 		if next == "" {
-			return nil
+			return out, nil
 		}
 		req.PageToken = next
 	}
+}
+
+// unixSelectors are e's selectors that name a uid or a user.
+func unixSelectors(e *typesv1.Entry) []string {
+	var out []string
+	for _, sel := range e.GetSelectors() {
+		if strings.HasPrefix(sel, "unix:uid:") || strings.HasPrefix(sel, "unix:user:") {
+			out = append(out, sel)
+		}
+	}
+	return out
+}
+
+// personKeys says who stands behind an approver, so that one person
+// cannot count as two approvers of a critical grant: an approver over
+// mTLS is linked to the owners of the entries giving its SPIFFE ID and
+// to the (parent, uid or user) pairs they select; an approver on the
+// admin socket to its uid and user on the server's host. Keys of the two
+// doors never meet: docs/approvals.md says to give approvers one door.
+func (s *Service) personKeys(ctx context.Context, name string) ([]string, error) {
+	if id, ok := strings.CutPrefix(name, "spiffe://"); ok {
+		entries, err := s.entriesOf(ctx, "spiffe://"+id)
+		if err != nil {
+			return nil, err
+		}
+		var keys []string
+		for _, e := range entries {
+			if e.GetOwner() != "" {
+				keys = append(keys, "owner:"+e.GetOwner())
+			}
+			for _, sel := range unixSelectors(e) {
+				keys = append(keys, e.GetParentId()+"|"+sel)
+			}
+		}
+		return keys, nil
+	}
+	return []string{name}, nil
+}
+
+// sameAs returns the earlier approvers of g who are the same person as
+// by (personKeys), by.Name included.
+func (s *Service) sameAs(ctx context.Context, g *typesv1.Grant, by Principal) (map[string]bool, error) {
+	out := map[string]bool{by.Name: true}
+	mine, err := s.personKeys(ctx, by.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, earlier := range approvers(g) {
+		if out[earlier] {
+			continue
+		}
+		theirs, err := s.personKeys(ctx, earlier)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(theirs, func(k string) bool { return slices.Contains(mine, k) }) {
+			out[earlier] = true
+		}
+	}
+	return out, nil
 }
 
 // selectsAny returns the first of sels that e selects.
