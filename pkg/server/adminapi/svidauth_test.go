@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,60 @@ func TestAuthorizeSVID_AdminEntriesAndTheAllowListGetInAndAreNamedBySPIFFEID(t *
 	// The allow-list needs no store.
 	if _, err := call(valid("spiffe://example.org/ops/root")); err != nil {
 		t.Errorf("allow-listed ID with the store down: %v", err)
+	}
+}
+
+// fakeStream is a server stream whose context is the call's.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (f *fakeStream) Context() context.Context { return f.ctx }
+
+func TestAuthorizeSVID_StreamsAndRolesFollowTheSameRule(t *testing.T) {
+	ca := newTestCA(t)
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	auditor := spiffeid.RequireFromString("spiffe://example.org/ops/auditor")
+	pattern, err := ParseIDPattern("spiffe://example.org/ops/auditor", testTD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unary, stream := AuthorizeSVID(SVIDAuthConfig{
+		Verifier: ca, Entries: st, AllowedIDs: []spiffeid.ID{auditor},
+		Roles: []Role{{Name: "auditors", IDs: []IDPattern{pattern}, Permissions: []Permission{PermRead}}},
+	})
+	ctx := tlsPeer(ca.issue(t, auditor.String(), time.Now().Add(time.Hour)))
+
+	// A stream (audit tail) is a read: let in, with the caller named.
+	var named string
+	err = stream(nil, &fakeStream{ctx: ctx}, &grpc.StreamServerInfo{FullMethod: "/nhid.admin.v1.AuditService/ListAuditRecords", IsServerStream: true},
+		func(_ any, ss grpc.ServerStream) error {
+			named = callerName(ss.Context())
+			return nil
+		})
+	if err != nil || named != auditor.String() {
+		t.Fatalf("auditor's audit stream = %v, caller %q", err, named)
+	}
+	// A write, unary or stream, is refused by the role with the reason.
+	_, err = unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/nhid.admin.v1.EntryService/DeleteEntry"},
+		func(context.Context, any) (any, error) { t.Fatal("handler ran"); return nil, nil })
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "has role auditors (read); /nhid.admin.v1.EntryService/DeleteEntry needs write") {
+		t.Errorf("auditor's DeleteEntry: %v", err)
+	}
+	_, err = unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/nhid.admin.v1.ApprovalService/Approve"},
+		func(context.Context, any) (any, error) { t.Fatal("handler ran"); return nil, nil })
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("auditor's Approve: %v, want PermissionDenied", err)
+	}
+	// A stream without a client certificate never reaches its handler.
+	err = stream(nil, &fakeStream{ctx: tlsPeer()}, &grpc.StreamServerInfo{FullMethod: "/nhid.admin.v1.AuditService/ListAuditRecords"},
+		func(any, grpc.ServerStream) error { t.Fatal("handler ran"); return nil })
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("stream without a certificate: %v, want Unauthenticated", err)
 	}
 }
