@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/nhid/nhid/pkg/agentid"
+	"github.com/nhid/nhid/pkg/grantreq"
 	"github.com/nhid/nhid/pkg/selector"
 	typesv1 "github.com/nhid/nhid/proto/nhid/types/v1"
 )
@@ -216,7 +217,7 @@ func (v *validator) scopes(scopes []string) {
 	seen := make(map[string]int, len(scopes))
 	for i, s := range scopes {
 		field := fmt.Sprintf("entry.scope_ceiling[%d]", i)
-		if err := checkScope(s); err != nil {
+		if err := grantreq.CheckScope(s, MaxScopeLen); err != nil {
 			v.addf(field, "%v", err)
 			continue
 		}
@@ -281,24 +282,6 @@ func (v *validator) notNegative(field string, n int64) {
 	if n < 0 {
 		v.addf(field, "%d is negative", n)
 	}
-}
-
-// checkScope applies RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B
-// / %x5D-7E ), which excludes spaces, quotes and backslashes.
-func checkScope(s string) error {
-	switch {
-	case s == "":
-		return errors.New("is empty")
-	case len(s) > MaxScopeLen:
-		return fmt.Errorf("is %d bytes, at most %d allowed", len(s), MaxScopeLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c == 0x22 || c == 0x5C || c > 0x7E {
-			return fmt.Errorf("%s holds %q at byte %d: scopes are printable ASCII without space, '\"' or '\\'", quote(s), c, i)
-		}
-	}
-	return nil
 }
 
 // checkDNSName accepts a host name of letter-digit-hyphen labels (RFC 1123),

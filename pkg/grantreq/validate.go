@@ -149,7 +149,7 @@ func (l Limits) checkScopes(p *problems, scopes []string) {
 	seen := make(map[string]int, len(scopes))
 	for i, s := range scopes {
 		field := fmt.Sprintf("scopes[%d]", i)
-		if err := checkScope(s, l.MaxScopeBytes); err != nil {
+		if err := CheckScope(s, l.MaxScopeBytes); err != nil {
 			p.addf(field, "%v", err)
 			continue
 		}
@@ -161,9 +161,11 @@ func (l Limits) checkScopes(p *problems, scopes []string) {
 	}
 }
 
-// checkScope applies RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B
-// / %x5D-7E ), printable ASCII without space, '"' or '\'.
-func checkScope(s string, maxBytes int) error {
+// CheckScope checks one scope token of at most maxBytes, as RFC 6749
+// section 3.3 defines it: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ),
+// printable ASCII without space, '"' or '\'. Entries' scope ceilings and
+// grant requests use it alike.
+func CheckScope(s string, maxBytes int) error {
 	switch {
 	case s == "":
 		return errors.New("is empty")
