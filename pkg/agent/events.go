@@ -62,26 +62,14 @@ type eventReporter struct {
 func newEventReporter(server reportSender, reg prometheus.Registerer, log *slog.Logger) *eventReporter {
 	const sub = "agent"
 	return &eventReporter{
-		server: server,
-		log:    log,
-		every:  eventFlushEvery,
-		kick:   make(chan struct{}, 1),
-		queued: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub, Name: "workload_events_total",
-			Help: "Workload events queued for the server, by kind (attestation_failed, not_entitled).",
-		}, []string{"kind"})),
-		sent: telemetry.RegisterOrExisting(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub, Name: "workload_events_sent_total",
-			Help: "Workload events the server accepted.",
-		})),
-		dropped: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub, Name: "workload_events_dropped_total",
-			Help: "Workload events dropped unsent, by reason (overflow: the queue was full; rejected: the server refused the batch).",
-		}, []string{"reason"})),
-		waiting: telemetry.RegisterOrExisting(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub, Name: "workload_events_queued",
-			Help: "Workload events waiting to be sent to the server.",
-		})),
+		server:  server,
+		log:     log,
+		every:   eventFlushEvery,
+		kick:    make(chan struct{}, 1),
+		queued:  telemetry.NewCounterVec(reg, sub, "workload_events_total", "Workload events queued for the server, by kind (attestation_failed, not_entitled).", "kind"),
+		sent:    telemetry.NewCounter(reg, sub, "workload_events_sent_total", "Workload events the server accepted."),
+		dropped: telemetry.NewCounterVec(reg, sub, "workload_events_dropped_total", "Workload events dropped unsent, by reason (overflow: the queue was full; rejected: the server refused the batch).", "reason"),
+		waiting: telemetry.NewGauge(reg, sub, "workload_events_queued", "Workload events waiting to be sent to the server."),
 	}
 }
 

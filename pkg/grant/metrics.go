@@ -23,27 +23,10 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	const sub = "grant"
 	return &metrics{
-		decisions: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub,
-			Name: "decisions_total",
-			Help: "Grant decisions by effect (allow, deny, require_approval).",
-		}, []string{"effect"})),
-		latency: telemetry.RegisterOrExisting(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub,
-			Name:    "decision_seconds",
-			Help:    "Time to decide and store a grant, signing included.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-		})),
-		approvals: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub,
-			Name: "approvals_total",
-			Help: "People's decisions on pending grants by outcome (approved, denied, refused).",
-		}, []string{"outcome"})),
-		reputationFailures: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub,
-			Name: "reputation_failures_total",
-			Help: "Reputation tracker failures during grant handling, by operation (standing, observe).",
-		}, []string{"op"})),
+		decisions:          telemetry.NewCounterVec(reg, sub, "decisions_total", "Grant decisions by effect (allow, deny, require_approval).", "effect"),
+		latency:            telemetry.NewHistogram(reg, sub, "decision_seconds", "Time to decide and store a grant, signing included.", prometheus.ExponentialBuckets(0.0005, 2, 14)),
+		approvals:          telemetry.NewCounterVec(reg, sub, "approvals_total", "People's decisions on pending grants by outcome (approved, denied, refused).", "outcome"),
+		reputationFailures: telemetry.NewCounterVec(reg, sub, "reputation_failures_total", "Reputation tracker failures during grant handling, by operation (standing, observe).", "op"),
 	}
 }
 

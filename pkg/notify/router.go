@@ -130,10 +130,7 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 			return nil, err
 		}
 	}
-	r.unrouted = telemetry.RegisterOrExisting(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: telemetry.Namespace, Subsystem: "notify", Name: "unrouted_total",
-		Help: "Notifications no route took and no default webhook received, by type and reason (no_route, no_owner).",
-	}, []string{"type", "reason"}))
+	r.unrouted = telemetry.NewCounterVec(cfg.Metrics, "notify", "unrouted_total", "Notifications no route took and no default webhook received, by type and reason (no_route, no_owner).", "type", "reason")
 	return r, nil
 }
 

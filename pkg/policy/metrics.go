@@ -20,26 +20,10 @@ const subsystem = "policy"
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
-		decisions: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: subsystem, Name: "decisions_total",
-			Help: "Policy decisions, by effect and deciding rule (\"\" when no rule matched).",
-		}, []string{"effect", "rule"})),
-		errors: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: subsystem, Name: "evaluation_errors_total",
-			Help: "Decisions denied because a rule could not be evaluated (rule \"\": the input was refused).",
-		}, []string{"rule"})),
-		reloads: telemetry.RegisterOrExisting(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: subsystem, Name: "reloads_total",
-			Help: "Policy reloads, by result (ok, error).",
-		}, []string{"result"})),
-		rules: telemetry.RegisterOrExisting(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: telemetry.Namespace, Subsystem: subsystem, Name: "rules",
-			Help: "Rules in the policy in force.",
-		})),
-		duration: telemetry.RegisterOrExisting(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: telemetry.Namespace, Subsystem: subsystem, Name: "decision_duration_seconds",
-			Help:    "Time to evaluate the policy for one decision.",
-			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1},
-		})),
+		decisions: telemetry.NewCounterVec(reg, subsystem, "decisions_total", "Policy decisions, by effect and deciding rule (\"\" when no rule matched).", "effect", "rule"),
+		errors:    telemetry.NewCounterVec(reg, subsystem, "evaluation_errors_total", "Decisions denied because a rule could not be evaluated (rule \"\": the input was refused).", "rule"),
+		reloads:   telemetry.NewCounterVec(reg, subsystem, "reloads_total", "Policy reloads, by result (ok, error).", "result"),
+		rules:     telemetry.NewGauge(reg, subsystem, "rules", "Rules in the policy in force."),
+		duration:  telemetry.NewHistogram(reg, subsystem, "decision_duration_seconds", "Time to evaluate the policy for one decision.", []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1}),
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nhid/nhid/pkg/store"
@@ -78,10 +77,7 @@ type elector interface {
 // with a shared store. They are all safe to run twice, which happens
 // briefly when a leader is cut off from etcd.
 func (s *Server) runLeaderJobs(ctx context.Context, st store.Store, extra ...func(context.Context) error) error {
-	leader := telemetry.RegisterOrExisting(s.cfg.Metrics, prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: telemetry.Namespace, Subsystem: "server", Name: "maintenance_leader",
-		Help: "1 while this server runs the store-wide jobs (pruning, the entries and nodes gauges, federated bundle refreshes).",
-	}))
+	leader := telemetry.NewGauge(s.cfg.Metrics, "server", "maintenance_leader", "1 while this server runs the store-wide jobs (pruning, the entries and nodes gauges, federated bundle refreshes).")
 	jobs := func(ctx context.Context) {
 		leader.Set(1)
 		defer leader.Set(0)

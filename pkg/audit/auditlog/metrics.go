@@ -40,14 +40,8 @@ func newMetrics(reg prometheus.Registerer, buffered func() float64) *metrics {
 			[]string{"reason"})),
 		blocked: telemetry.RegisterOrExisting(reg, prometheus.NewCounter(prometheus.CounterOpts(opts(
 			"record_blocked_total", "Record calls that had to wait for room in the buffer (backpressure).")))),
-		batchSize: telemetry.RegisterOrExisting(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub, Name: "append_batch_records",
-			Help: "Records per append transaction (group commit).", Buckets: prometheus.ExponentialBuckets(1, 4, 8),
-		})),
-		lag: telemetry.RegisterOrExisting(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: telemetry.Namespace, Subsystem: sub, Name: "commit_lag_seconds",
-			Help: "Time from Record to the record's commit.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
-		})),
+		batchSize: telemetry.NewHistogram(reg, sub, "append_batch_records", "Records per append transaction (group commit).", prometheus.ExponentialBuckets(1, 4, 8)),
+		lag:       telemetry.NewHistogram(reg, sub, "commit_lag_seconds", "Time from Record to the record's commit.", prometheus.ExponentialBuckets(0.0005, 4, 10)),
 		appendErrs: telemetry.RegisterOrExisting(reg, prometheus.NewCounter(prometheus.CounterOpts(opts(
 			"append_errors_total", "Failed append attempts (retried with backoff).")))),
 		checkpoints: telemetry.RegisterOrExisting(reg, prometheus.NewCounter(prometheus.CounterOpts(opts(

@@ -140,14 +140,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.Log = telemetry.OrDiscard(cfg.Log).With(telemetry.Component, "relyingparty")
 	cfg.Clock = clock.OrReal(cfg.Clock)
 	return &Server{
-		cfg:  cfg,
-		log:  cfg.Log,
-		keys: newKeyCache(cfg.Bundles),
-		metrics: telemetry.RegisterOrExisting(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: "relyingparty",
-			Name: "introspections_total",
-			Help: "Token introspections by answer (active, inactive).",
-		}, []string{"answer"})),
+		cfg:     cfg,
+		log:     cfg.Log,
+		keys:    newKeyCache(cfg.Bundles),
+		metrics: telemetry.NewCounterVec(cfg.Metrics, "relyingparty", "introspections_total", "Token introspections by answer (active, inactive).", "answer"),
 		reports: newReports(cfg),
 	}, nil
 }

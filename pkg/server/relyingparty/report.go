@@ -71,10 +71,7 @@ type reports struct {
 func newReports(cfg Config) *reports {
 	return &reports{
 		rate: cfg.ReportRate, burst: cfg.ReportBurst, byID: make(map[string]*rate.Limiter),
-		answers: telemetry.RegisterOrExisting(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: telemetry.Namespace, Subsystem: "relyingparty", Name: "reports_total",
-			Help: "Misuse reports by answer (recorded, invalid, rate_limited, error).",
-		}, []string{"answer"})),
+		answers: telemetry.NewCounterVec(cfg.Metrics, "relyingparty", "reports_total", "Misuse reports by answer (recorded, invalid, rate_limited, error).", "answer"),
 	}
 }
 
