@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/nhid/nhid/attestors/awsiid"
 	"github.com/nhid/nhid/attestors/container"
 	"github.com/nhid/nhid/attestors/jointoken"
@@ -19,7 +21,6 @@ import (
 	"github.com/nhid/nhid/attestors/unix"
 	"github.com/nhid/nhid/pkg/attestor"
 	"github.com/nhid/nhid/pkg/clock"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // WorkloadConfig configures the agent's workload attestors.
@@ -126,31 +127,29 @@ func NodeVerifiers(cfg NodeVerifierConfig) ([]attestor.NodeVerifier, error) {
 	return vs, nil
 }
 
+// inherit fills an attestor's own trust domain, clock and log from cfg
+// where its configuration leaves them unset.
+func (cfg NodeVerifierConfig) inherit(td *spiffeid.TrustDomain, clk *clock.Clock, log **slog.Logger) {
+	if td.IsZero() {
+		*td = cfg.TrustDomain
+	}
+	if *clk == nil {
+		*clk = cfg.Clock
+	}
+	if *log == nil {
+		*log = cfg.Log
+	}
+}
+
 func awsiidVerifier(cfg NodeVerifierConfig) (*awsiid.Verifier, error) {
 	ac := *cfg.AWSIID
-	if ac.TrustDomain.IsZero() {
-		ac.TrustDomain = cfg.TrustDomain
-	}
-	if ac.Clock == nil {
-		ac.Clock = cfg.Clock
-	}
-	if ac.Log == nil {
-		ac.Log = cfg.Log
-	}
+	cfg.inherit(&ac.TrustDomain, &ac.Clock, &ac.Log)
 	return awsiid.NewVerifier(ac)
 }
 
 func tpmVerifier(cfg NodeVerifierConfig) (*tpm.Verifier, error) {
 	tc := *cfg.TPM
-	if tc.TrustDomain.IsZero() {
-		tc.TrustDomain = cfg.TrustDomain
-	}
-	if tc.Clock == nil {
-		tc.Clock = cfg.Clock
-	}
-	if tc.Log == nil {
-		tc.Log = cfg.Log
-	}
+	cfg.inherit(&tc.TrustDomain, &tc.Clock, &tc.Log)
 	return tpm.NewVerifier(tc)
 }
 
