@@ -3,7 +3,6 @@ package adminapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 
@@ -38,10 +37,7 @@ type approvalService struct {
 
 // ListApprovals lists the grants waiting for approval, oldest first.
 func (h *approvalService) ListApprovals(ctx context.Context, req *adminv1.ListApprovalsRequest) (*adminv1.ListApprovalsResponse, error) {
-	size, err := pageSize(req.GetPageSize(), req.GetPageToken())
-	if len(req.GetSpiffeId()) > maxSPIFFEIDLen {
-		err = errors.Join(err, fmt.Errorf("spiffe_id: is %d bytes, at most %d allowed", len(req.GetSpiffeId()), maxSPIFFEIDLen))
-	}
+	size, err := filteredPage(req.GetPageSize(), req.GetPageToken(), req.GetSpiffeId())
 	if err != nil {
 		return nil, invalidArgument(err)
 	}

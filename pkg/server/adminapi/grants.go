@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/nhid/nhid/pkg/grantreq"
 	"log/slog"
+
+	"github.com/nhid/nhid/pkg/grantreq"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,6 +32,16 @@ type Grants interface {
 	Revoke(ctx context.Context, id, reason, by string) (*typesv1.Grant, error)
 }
 
+// filteredPage checks a list request's page size and token (pageSize)
+// and its optional spiffe_id filter, reporting every problem.
+func filteredPage(size int32, token, spiffeID string) (int, error) {
+	n, err := pageSize(size, token)
+	if len(spiffeID) > maxSPIFFEIDLen {
+		err = errors.Join(err, fmt.Errorf("spiffe_id: is %d bytes, at most %d allowed", len(spiffeID), maxSPIFFEIDLen))
+	}
+	return n, err
+}
+
 type grantService struct {
 	adminv1.UnimplementedGrantServiceServer
 	s *Service
@@ -38,10 +49,7 @@ type grantService struct {
 
 // ListGrants returns one page of grants, newest first.
 func (h *grantService) ListGrants(ctx context.Context, req *adminv1.ListGrantsRequest) (*adminv1.ListGrantsResponse, error) {
-	size, err := pageSize(req.GetPageSize(), req.GetPageToken())
-	if len(req.GetSpiffeId()) > maxSPIFFEIDLen {
-		err = errors.Join(err, fmt.Errorf("spiffe_id: is %d bytes, at most %d allowed", len(req.GetSpiffeId()), maxSPIFFEIDLen))
-	}
+	size, err := filteredPage(req.GetPageSize(), req.GetPageToken(), req.GetSpiffeId())
 	if _, known := typesv1.GrantStatus_name[int32(req.GetStatus())]; !known {
 		err = errors.Join(err, fmt.Errorf("status: %d is not a grant status", req.GetStatus()))
 	}
